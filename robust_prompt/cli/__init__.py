@@ -1,0 +1,1 @@
+"""The `robust-prompt` command line. Only this package imports gin."""

@@ -1,0 +1,73 @@
+"""`robust-prompt` entry point: dispatches to one module per sub-command.
+
+Each sub-command lives in `robust_prompt/cli/<name>.py` and defines
+
+  add_arguments(parser: argparse.ArgumentParser) -> None
+  run(args: argparse.Namespace) -> int
+
+Modules are imported lazily so that `robust-prompt --help` and `robust-prompt tasks` stay fast
+(jax, tensorflow and torch are heavy to import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from robust_prompt.cli import gin_utils
+
+COMMANDS: dict[str, str] = {
+  "score": "Score target strings with a model (teacher-forced log-likelihoods).",
+  "eval": "Evaluate a model over (task x instruction) pairs and write a robustness report.",
+  "train": "Train a soft prompt with paraphrase-alignment losses (model frozen).",
+  "report": "Build summary.json and report.md/html from a per-instruction CSV.",
+  "tasks": "List registered tasks, instruction counts per split and example counts.",
+  "demo": "Run the offline demo: measure brittleness, train a prompt, measure again.",
+  "convert": "Convert a Hugging Face or T5X checkpoint into our orbax format.",
+}
+
+
+def _command_module(name: str):
+  return importlib.import_module(f"robust_prompt.cli.{name}")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+    prog="robust-prompt",
+    description="Instruction-robustness evaluation and soft-prompt alignment for T5 models.",
+  )
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+  for name, help_text in COMMANDS.items():
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    if name == command:
+      module = _command_module(name)
+      module.add_arguments(p)
+      if getattr(module, "USES_GIN", False):
+        gin_utils.add_gin_arguments(p)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  command = argv[0] if argv and argv[0] in COMMANDS else None
+  # T5X-style `--gin.NAME=value` flags are not argparse options: split them off first.
+  argv, gin_bindings = gin_utils.split_gin_bindings(argv)
+  parser = build_parser(command)
+  args = parser.parse_args(argv)
+  if args.command is None:
+    parser.print_help()
+    return 2
+  args.gin_bindings = gin_bindings
+  module = _command_module(args.command)
+  if gin_bindings and not getattr(module, "USES_GIN", False):
+    parser.error(f"`{args.command}` takes no --gin.NAME=value flags (got {gin_bindings[0]!r})")
+  try:
+    return int(module.run(args) or 0)
+  except gin_utils.UserError as e:
+    print(f"robust-prompt {args.command}: error: {e}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())
