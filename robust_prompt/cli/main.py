@@ -28,6 +28,40 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# Commands that run a model and may span several hosts.
+DISTRIBUTED_COMMANDS = ("score", "eval", "train", "demo", "convert")
+
+
+def _add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
+  group = parser.add_argument_group(
+    "multi-host", "jax.distributed start-up (automatic on TPU VM pods and under SLURM)"
+  )
+  group.add_argument(
+    "--distributed",
+    choices=("auto", "on", "off"),
+    default="auto",
+    help="start jax.distributed: auto = when a TPU pod / SLURM job / coordinator is detected",
+  )
+  group.add_argument("--coordinator_address", default=None, help="host:port of process 0")
+  group.add_argument("--num_processes", type=int, default=None, help="total number of processes")
+  group.add_argument("--process_id", type=int, default=None, help="this process's id")
+
+
+def _start_distributed(args: argparse.Namespace) -> None:
+  from robust_prompt import distributed
+
+  spec = distributed.DistributedSpec(
+    mode=args.distributed,
+    coordinator_address=args.coordinator_address,
+    num_processes=args.num_processes,
+    process_id=args.process_id,
+  )
+  try:
+    distributed.maybe_initialize(spec)
+  except ValueError as e:
+    raise gin_utils.UserError(str(e)) from e
+
+
 def _command_module(name: str):
   return importlib.import_module(f"robust_prompt.cli.{name}")
 
@@ -45,6 +79,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
       module.add_arguments(p)
       if getattr(module, "USES_GIN", False):
         gin_utils.add_gin_arguments(p)
+      if name in DISTRIBUTED_COMMANDS:
+        _add_distributed_arguments(p)
   return parser
 
 
@@ -63,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
   if gin_bindings and not getattr(module, "USES_GIN", False):
     parser.error(f"`{args.command}` takes no --gin.NAME=value flags (got {gin_bindings[0]!r})")
   try:
+    if args.command in DISTRIBUTED_COMMANDS:
+      _start_distributed(args)
     return int(module.run(args) or 0)
   except gin_utils.UserError as e:
     print(f"robust-prompt {args.command}: error: {e}", file=sys.stderr)

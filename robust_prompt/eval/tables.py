@@ -1,0 +1,255 @@
+"""Score tables: the results table (`results.jsonl`) and `per_instruction.csv`, per (model, task).
+
+`TaskScores` holds what the metrics need for one model on one task: per-instruction accuracies and,
+when built from example-level results, the paired `[I, E]` correctness and prediction matrices
+(`I` instructions, `E` examples; see robust_prompt/eval/metrics.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import pathlib
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from robust_prompt import io_utils
+from robust_prompt.instructions.schema import SPLITS
+
+PER_INSTRUCTION_COLUMNS = (
+  "model",
+  "task",
+  "instruction_id",
+  "split",
+  "source",
+  "n_examples",
+  "accuracy",
+)
+REQUIRED_CSV_COLUMNS = ("model", "task", "instruction_id", "split", "accuracy")
+
+
+class TableError(ValueError):
+  """Bad score-table input; the message starts with `file:line: ` when there is a line."""
+
+
+@dataclasses.dataclass
+class TaskScores:
+  """One model's scores on one task, instructions ordered observed first, then by id.
+
+  Attributes:
+    instruction_ids, splits, sources: [I] per-instruction labels.
+    accuracy: [I] float in [0, 1].
+    n_examples: [I] int examples scored (-1 when unknown).
+    correct: [I, E] float 1/0/NaN, or None when only accuracies are known.
+    predictions: [I, E] int option index (or code of a generated string), -1 missing; or None.
+    example_ids: [E] or None.
+  """
+
+  model: str
+  task: str
+  instruction_ids: tuple[str, ...]
+  splits: tuple[str, ...]
+  sources: tuple[str, ...]
+  accuracy: np.ndarray
+  n_examples: np.ndarray
+  correct: np.ndarray | None = None
+  predictions: np.ndarray | None = None
+  example_ids: tuple[str, ...] | None = None
+
+  def in_split(self, split: str) -> np.ndarray:
+    """[I] bool: which instructions belong to `split`."""
+    return np.array([s == split for s in self.splits], dtype=bool)
+
+
+def _order(ids_splits: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+  rank = {s: i for i, s in enumerate(SPLITS)}
+  return sorted(ids_splits, key=lambda x: (rank.get(x[1], len(rank)), x[0]))
+
+
+def _prediction_key(row: Mapping[str, Any]) -> tuple:
+  """What identifies a prediction across instructions: the option index, not the rendered label."""
+  pred = row.get("prediction")
+  if isinstance(pred, int) and not isinstance(pred, bool):
+    return ("index", pred)
+  scores = row.get("option_scores") or []
+  if scores:
+    return ("index", int(np.argmax(scores)))
+  return ("text", str(pred).strip())
+
+
+def tables_from_results(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], TaskScores]:
+  """Groups results rows (design.md's results table) into `TaskScores` per (model, task).
+
+  A repeated (model, task, instruction, example) row (e.g. a resumed run) keeps the last one.
+  """
+  groups: dict[tuple[str, str], dict[str, Any]] = {}
+  duplicates = 0
+  for n, row in enumerate(rows, start=1):
+    try:
+      key = (str(row["model"]), str(row["task"]))
+      iid, split, ex = str(row["instruction_id"]), str(row["split"]), str(row["example_id"])
+      correct = bool(row["correct"])
+    except KeyError as e:
+      raise TableError(f"results row {n}: missing field {e.args[0]!r}") from None
+    if split not in SPLITS:
+      raise TableError(f"results row {n}: unknown split {split!r} (expected one of {SPLITS})")
+    g = groups.setdefault(key, {"inst": {}, "examples": {}, "cells": {}})
+    prev = g["inst"].setdefault(iid, (split, str(row.get("source") or "")))
+    if prev[0] != split:
+      raise TableError(f"results row {n}: instruction {iid!r} is both {prev[0]} and {split}")
+    g["examples"].setdefault(ex, len(g["examples"]))
+    duplicates += (iid, ex) in g["cells"]
+    g["cells"][(iid, ex)] = (correct, _prediction_key(row))
+  if duplicates:
+    warnings.warn(f"{duplicates} repeated results rows; kept the last of each", stacklevel=2)
+  tables = {}
+  for (model, task), g in sorted(groups.items()):
+    order = _order((iid, sp) for iid, (sp, _) in g["inst"].items())
+    row_of = {iid: i for i, (iid, _) in enumerate(order)}
+    shape = (len(order), len(g["examples"]))
+    correct = np.full(shape, np.nan)
+    codes: dict[tuple, int] = {}
+    preds = np.full(shape, -1, dtype=np.int64)
+    for (iid, ex), (ok, pkey) in g["cells"].items():
+      i, e = row_of[iid], g["examples"][ex]
+      correct[i, e] = float(ok)
+      preds[i, e] = codes.setdefault(pkey, len(codes))
+    n = np.sum(~np.isnan(correct), axis=1)
+    tables[(model, task)] = TaskScores(
+      model=model,
+      task=task,
+      instruction_ids=tuple(iid for iid, _ in order),
+      splits=tuple(sp for _, sp in order),
+      sources=tuple(g["inst"][iid][1] for iid, _ in order),
+      accuracy=np.nansum(correct, axis=1) / np.maximum(n, 1),
+      n_examples=n.astype(np.int64),
+      correct=correct,
+      predictions=preds,
+      example_ids=tuple(g["examples"]),
+    )
+  return tables
+
+
+def tables_from_per_instruction(
+  rows: Iterable[Mapping[str, Any]],
+) -> dict[tuple[str, str], TaskScores]:
+  """Groups validated per-instruction rows (see `read_per_instruction_csv`) per (model, task)."""
+  groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+  for row in rows:
+    groups.setdefault((row["model"], row["task"]), []).append(row)
+  tables = {}
+  for (model, task), group in sorted(groups.items()):
+    by_id = {r["instruction_id"]: r for r in group}
+    order = _order((r["instruction_id"], r["split"]) for r in group)
+    rs = [by_id[iid] for iid, _ in order]
+    tables[(model, task)] = TaskScores(
+      model=model,
+      task=task,
+      instruction_ids=tuple(r["instruction_id"] for r in rs),
+      splits=tuple(r["split"] for r in rs),
+      sources=tuple(r.get("source") or "" for r in rs),
+      accuracy=np.array([r["accuracy"] for r in rs], dtype=np.float64),
+      n_examples=np.array([r.get("n_examples", -1) for r in rs], dtype=np.int64),
+    )
+  return tables
+
+
+def per_instruction_rows(tables: Mapping[tuple[str, str], TaskScores]) -> list[dict[str, Any]]:
+  """One row per (model, task, instruction) with PER_INSTRUCTION_COLUMNS."""
+  return [
+    dict(
+      model=t.model,
+      task=t.task,
+      instruction_id=iid,
+      split=split,
+      source=source,
+      n_examples=int(n),
+      accuracy=float(acc),
+    )
+    for t in tables.values()
+    for iid, split, source, n, acc in zip(
+      t.instruction_ids, t.splits, t.sources, t.n_examples, t.accuracy
+    )
+  ]
+
+
+def write_per_instruction_csv(path: str | pathlib.Path, rows: Iterable[Mapping[str, Any]]) -> None:
+  """Writes per-instruction rows as CSV (atomically); accuracy keeps full float precision."""
+  buf = io.StringIO()
+  writer = csv.DictWriter(buf, fieldnames=PER_INSTRUCTION_COLUMNS, lineterminator="\n")
+  writer.writeheader()
+  for row in rows:
+    writer.writerow(
+      {k: ("" if row.get(k) in (None, -1) else row.get(k)) for k in writer.fieldnames}
+    )
+  io_utils.atomic_write_text(path, buf.getvalue())
+
+
+def read_per_instruction_csv(path: str | pathlib.Path) -> list[dict[str, Any]]:
+  """Reads and validates a per-instruction CSV (columns PER_INSTRUCTION_COLUMNS).
+
+  `source` and `n_examples` are optional. accuracy must be a fraction in [0, 1]; split one of
+  SPLITS; each (model, task, instruction_id) appears once.
+
+  Raises:
+    TableError: `path:line: what is wrong; what to do`.
+  """
+  path = pathlib.Path(path)
+  with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel writes a BOM
+    reader = csv.DictReader(f)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in REQUIRED_CSV_COLUMNS if c not in header]
+    if missing:
+      raise TableError(
+        f"{path}:1: missing column(s) {', '.join(missing)}; the header must contain "
+        f"{', '.join(REQUIRED_CSV_COLUMNS)} (optional: source, n_examples)"
+      )
+    reader.fieldnames = header
+    rows, seen = [], {}
+    for raw in reader:
+      where = f"{path}:{reader.line_num}"
+      if None in raw or any(raw.get(c) is None for c in REQUIRED_CSV_COLUMNS):
+        raise TableError(f"{where}: expected {len(header)} fields as in the header")
+      row = {k: (v or "").strip() for k, v in raw.items()}
+      for c in ("model", "task", "instruction_id"):
+        if not row[c]:
+          raise TableError(f"{where}: empty {c}")
+      if row["split"] not in SPLITS:
+        raise TableError(f"{where}: unknown split {row['split']!r}; use one of {', '.join(SPLITS)}")
+      try:
+        acc = float(row["accuracy"])
+      except ValueError:
+        raise TableError(f"{where}: accuracy {row['accuracy']!r} is not a number") from None
+      if not (math.isfinite(acc) and 0.0 <= acc <= 1.0):
+        raise TableError(
+          f"{where}: accuracy {acc:g} is outside [0, 1]; write fractions (57.3% is 0.573)"
+        )
+      n_examples = -1
+      if row.get("n_examples"):
+        try:
+          n_examples = int(row["n_examples"])
+        except ValueError:
+          raise TableError(f"{where}: n_examples {row['n_examples']!r} is not an integer") from None
+      key = (row["model"], row["task"], row["instruction_id"])
+      if key in seen:
+        raise TableError(f"{where}: duplicate of line {seen[key]} for {'/'.join(key)}")
+      seen[key] = reader.line_num
+      rows.append(
+        dict(
+          model=row["model"],
+          task=row["task"],
+          instruction_id=row["instruction_id"],
+          split=row["split"],
+          source=row.get("source", ""),
+          n_examples=n_examples,
+          accuracy=acc,
+        )
+      )
+  if not rows:
+    raise TableError(f"{path}: no rows after the header")
+  return rows

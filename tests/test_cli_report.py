@@ -1,0 +1,154 @@
+"""`robust-prompt report` end to end through robust_prompt.cli.main.main."""
+
+import json
+
+import pytest
+
+from robust_prompt import io_utils
+from robust_prompt.cli.main import main
+
+HEADER = "model,task,instruction_id,split,source,n_examples,accuracy\n"
+
+
+def _csv_two_models():
+  lines = []
+  for model, shift in (("flan-t5-small", 0.0), ("t0-3b", 0.1)):
+    for task in ("mmlu:anatomy", "bigbench:strategyqa"):
+      for i, (split, acc) in enumerate(
+        [("observed", 0.7), ("observed", 0.6), ("unobserved", 0.5), ("unobserved", 0.3)]
+      ):
+        lines.append(f"{model},{task},inst_{i},{split},human,40,{acc - shift:.2f}\n")
+  return HEADER + "".join(lines)
+
+
+def _instruction_file(path):
+  rows = [
+    {
+      "id": f"inst_{i}",
+      "tasks": ["mmlu:*"],
+      "template": f"Phrasing number {i}: {{question}}\n{{options}}",
+      "options_format": "letters",
+      "answer_space": "letters",
+      "split": "observed" if i < 2 else "unobserved",
+      "source": "human",
+    }
+    for i in range(4)
+  ]
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return path
+
+
+def test_report_two_models(tmp_path, capsys):
+  csv = tmp_path / "in.csv"
+  csv.write_text(_csv_two_models())
+  out = tmp_path / "out"
+  inst = _instruction_file(tmp_path / "inst.jsonl")
+  argv = ["report", "--per_instruction", str(csv), "--output_dir", str(out)]
+  assert main(argv + ["--instructions", str(inst), "--n_resamples", "200"]) == 0
+  for name in ("summary.json", "per_instruction.csv", "report.md", "report.html"):
+    assert (out / name).is_file()
+  doc = json.loads((out / "summary.json").read_text())
+  assert set(doc["models"]) == {"flan-t5-small", "t0-3b"}
+  s = doc["models"]["flan-t5-small"]
+  anatomy = s["tasks"]["mmlu:anatomy"]
+  assert anatomy["gap"]["value"] == pytest.approx(0.65 - 0.4)
+  assert anatomy["gap"]["ci_method"] == "bootstrap_instructions_only"
+  assert anatomy["consistency"]["observed"]["all_agree"] is None  # needs --results
+  assert anatomy["worst"][0]["instruction_id"] == "inst_3"
+  assert anatomy["worst"][0]["text"].startswith("Phrasing number 3")
+  assert s["macro"]["observed"]["mean"] == pytest.approx(0.65)
+  assert doc["models"]["t0-3b"]["macro"]["unobserved"]["mean"] == pytest.approx(0.3)
+  md = (out / "report.md").read_text()
+  assert "## flan-t5-small" in md and "## t0-3b" in md
+  assert "| flan-t5-small | flan-t5-small | bigbench (1) |" in md  # macro per benchmark
+  stdout = capsys.readouterr().out
+  assert "flan-t5-small: 2 tasks; macro gap +25.0 pp" in stdout
+  # Same seed, same output.
+  first = (out / "summary.json").read_text()
+  assert main(argv + ["--instructions", str(inst), "--n_resamples", "200"]) == 0
+  assert (out / "summary.json").read_text() == first
+
+
+@pytest.mark.parametrize(
+  "row, message",
+  [
+    ("m,t,i9,observed,human,40,1.5", "in.csv:3: accuracy 1.5 is outside [0, 1]"),
+    ("m,t,i9,observed,human,40,n/a", "in.csv:3: accuracy 'n/a' is not a number"),
+    ("m,t,i9,heldout,human,40,0.5", "in.csv:3: unknown split 'heldout'"),
+  ],
+)
+def test_report_bad_rows_exit_1_with_file_line(tmp_path, capsys, row, message):
+  csv = tmp_path / "in.csv"
+  csv.write_text(HEADER + "m,t,i0,observed,human,40,0.5\n" + row + "\n")
+  assert main(["report", "--per_instruction", str(csv), "--output_dir", str(tmp_path / "o")]) == 1
+  err = capsys.readouterr().err
+  assert "robust-prompt report: error:" in err and message in err
+  assert "Traceback" not in err
+  assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_report_missing_column_and_missing_file(tmp_path, capsys):
+  csv = tmp_path / "in.csv"
+  csv.write_text("model,task,split,accuracy\nm,t,observed,0.5\n")
+  assert main(["report", "--per_instruction", str(csv), "--output_dir", str(tmp_path)]) == 1
+  assert "in.csv:1: missing column(s) instruction_id" in capsys.readouterr().err
+  missing = tmp_path / "nope.csv"
+  assert main(["report", "--per_instruction", str(missing), "--output_dir", str(tmp_path)]) == 1
+  assert "does not exist" in capsys.readouterr().err
+
+
+def _results_rows():
+  # Two observed / two unobserved instructions over 4 examples; gold option 0.
+  correct = {"o1": [1, 1, 1, 0], "o2": [1, 1, 0, 0], "u1": [1, 0, 0, 0], "u2": [1, 1, 0, 0]}
+  rows = []
+  for iid, ok in correct.items():
+    for e, c in enumerate(ok):
+      rows.append(
+        dict(
+          model="m",
+          task="mmlu:x",
+          instruction_id=iid,
+          split="observed" if iid[0] == "o" else "unobserved",
+          source="human",
+          example_id=f"e{e}",
+          option_scores=[0.0, -1.0] if c else [-1.0, 0.0],
+          prediction=0 if c else 1,
+          gold=0,
+          correct=bool(c),
+        )
+      )
+  return rows
+
+
+def test_report_with_results_paired_ci_and_consistency(tmp_path, capsys):
+  results = tmp_path / "results.jsonl"
+  io_utils.append_jsonl(results, _results_rows())
+  with open(results, "a") as f:
+    f.write('{"model": "m", "task": "mm')  # a torn last line from a crash is tolerated
+  csv = tmp_path / "in.csv"
+  csv.write_text(
+    HEADER + "m,mmlu:x,o1,observed,human,4,0.75\nm,mmlu:x,o2,observed,human,4,0.5\n"
+    "m,mmlu:x,u1,unobserved,human,4,0.25\nm,mmlu:x,u2,unobserved,human,4,0.5\n"
+  )
+  argv = ["report", "--per_instruction", str(csv), "--output_dir", str(tmp_path / "o")]
+  assert main(argv + ["--results", str(results)]) == 0
+  assert "torn last line" in capsys.readouterr().err
+  s = json.loads((tmp_path / "o" / "summary.json").read_text())
+  task = s["tasks"]["mmlu:x"]
+  assert task["gap"]["ci_method"] == "paired_bootstrap_instructions_and_examples"
+  assert task["gap"]["value"] == pytest.approx(0.25)
+  # Observed predictions agree on e0, e1, e3 (o1 and o2 differ on e2 only).
+  assert task["consistency"]["observed"] == pytest.approx({"all_agree": 0.75, "pairwise": 0.75})
+  # A CSV that contradicts the results is refused.
+  csv.write_text(csv.read_text().replace("0.75", "0.8"))
+  assert main(argv + ["--results", str(results)]) == 1
+  assert "disagree for m/mmlu:x/o1" in capsys.readouterr().err
+
+
+def test_report_unwritable_output_dir(tmp_path, capsys):
+  csv = tmp_path / "in.csv"
+  csv.write_text(_csv_two_models())
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  assert main(["report", "--per_instruction", str(csv), "--output_dir", str(blocker)]) == 1
+  assert "--output_dir" in capsys.readouterr().err
