@@ -1,0 +1,310 @@
+"""Importing observed instructions from FLAN v2's `flan/v2/templates.py`, without running it.
+
+FLAN keeps its zero-shot templates in a module-level dict
+
+    PATTERNS = {
+        "<flan task>": [("<input template>", "<output template>"), ...],
+        ...
+    }
+
+(plus later `PATTERNS["a"] = PATTERNS["b"]` aliases and `PATTERNS["a"] = [...]` additions). We read
+the file with `ast` and `ast.literal_eval` on the literal nodes only: the module is never imported
+or executed (it imports FLAN's own packages and could run anything).
+
+Each direct-answer template (output `{answer}`) of the FLAN tasks named in `task_map` becomes an
+observed `Instruction` for our tasks: FLAN's `{options_}` (rendered by FLAN as "OPTIONS:\\n- x\\n- y")
+becomes "OPTIONS:\\n{options}" with options_format "dashes" and answer_space "option_text", and the
+other placeholders are renamed through `placeholder_map` (default: FLAN's `{question}` -> the main
+field of the target benchmark, `{question}` for MMLU and `{input}` for BIG-bench). Templates that
+cannot be mapped (other outputs, unknown placeholders) are reported, not guessed.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import pathlib
+import re
+from collections.abc import Mapping, Sequence
+
+from robust_prompt.instructions.schema import Instruction, InstructionError, template_placeholders
+from robust_prompt.instructions.validate import BENCHMARK_FIELDS, benchmark_of, validate_instruction
+
+FLAN_OPTIONS = ("options_", "options_str")
+FLAN_OPTIONS_HEADER = "OPTIONS:\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+  """A source template that was not imported, and why."""
+
+  where: str  # file:line
+  name: str  # source task / template name
+  reason: str
+
+  def __str__(self) -> str:
+    return f"{self.where}: {self.name}: {self.reason}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportResult:
+  instructions: tuple[Instruction, ...]
+  skipped: tuple[Skipped, ...]
+
+  def summary(self) -> str:
+    lines = [f"imported {len(self.instructions)} instructions, skipped {len(self.skipped)}"]
+    lines += [f"  skipped {s}" for s in self.skipped]
+    return "\n".join(lines)
+
+
+def read_flan_patterns(
+  path: str | pathlib.Path, variable: str = "PATTERNS"
+) -> tuple[dict[str, list[tuple[str, str, int]]], list[Skipped]]:
+  """Parses the `variable` dict of a FLAN templates module with `ast` (no execution).
+
+  Returns:
+    ({flan task: [(input template, output template, line), ...]}, skipped entries).
+  """
+  path = pathlib.Path(path)
+  source = path.read_text(encoding="utf-8")
+  try:
+    tree = ast.parse(source, filename=str(path))
+  except SyntaxError as e:
+    raise InstructionError(f"not valid Python: {e.msg}", file=str(path), line=e.lineno) from None
+  patterns: dict[str, list[tuple[str, str, int]]] = {}
+  skipped: list[Skipped] = []
+  found = False
+
+  def literal_list(key: str, node: ast.AST) -> list[tuple[str, str, int]] | None:
+    if isinstance(node, ast.Subscript) and _is_name(node.value, variable):
+      # An alias: `PATTERNS["a"] = PATTERNS["b"]` or `"a": PATTERNS["b"]` (resolved in order).
+      other = _const_str(node.slice)
+      if other is not None and other in patterns:
+        return list(patterns[other])
+    if not isinstance(node, (ast.List, ast.Tuple)):
+      skipped.append(Skipped(f"{path}:{node.lineno}", key, "value is not a literal list"))
+      return None
+    out = []
+    for elt in node.elts:
+      try:
+        value = ast.literal_eval(elt)
+      except ValueError:
+        skipped.append(Skipped(f"{path}:{elt.lineno}", key, "template is not a literal"))
+        continue
+      if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or not all(isinstance(v, str) for v in value)
+      ):
+        skipped.append(
+          Skipped(f"{path}:{elt.lineno}", key, "not an (input, output) pair of strings")
+        )
+        continue
+      out.append((value[0], value[1], elt.lineno))
+    return out
+
+  for stmt in tree.body:
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+      target, value = stmt.targets[0], stmt.value
+    elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+      target, value = stmt.target, stmt.value
+    else:
+      continue
+    if _is_name(target, variable) and isinstance(value, ast.Dict):
+      found = True
+      for k, v in zip(value.keys, value.values):
+        key = _const_str(k) if k is not None else None
+        if key is None:
+          skipped.append(Skipped(f"{path}:{v.lineno}", "?", "dict key is not a string literal"))
+          continue
+        items = literal_list(key, v)
+        if items is not None:
+          patterns[key] = items
+    elif isinstance(target, ast.Subscript) and _is_name(target.value, variable):
+      key = _const_str(target.slice)
+      if key is None:
+        continue
+      items = literal_list(key, value)
+      if items is not None:
+        patterns[key] = items
+  if not found:
+    raise InstructionError(
+      f"no top-level `{variable} = {{...}}` dict literal found; is this FLAN's "
+      "flan/v2/templates.py?",
+      file=str(path),
+      line=1,
+    )
+  return patterns, skipped
+
+
+def import_flan_templates(
+  path: str | pathlib.Path,
+  task_map: Mapping[str, Sequence[str]],
+  *,
+  placeholder_map: Mapping[str, str] | None = None,
+  seen_by: Sequence[str] = ("flan-t5",),
+  source: str = "flan_v2",
+  variable: str = "PATTERNS",
+  id_prefix: str | None = None,
+) -> ImportResult:
+  """Observed instructions from FLAN templates.
+
+  Args:
+    path: FLAN's `flan/v2/templates.py` (or a file in the same format).
+    task_map: FLAN task name -> our task names/globs the phrasings are used for, e.g.
+      `{"ai2_arc": ["mmlu:*"], "trivia_qa": ["bigbench:hindu_knowledge"]}`.
+    placeholder_map: FLAN placeholder -> ours, on top of the defaults (`question` -> the target
+      benchmark's main field). Needed for FLAN tasks whose main field has another name,
+      e.g. `{"context": "input"}`.
+    seen_by: model families trained on these templates.
+    source: the `source` recorded on each instruction.
+    variable: the dict to read (FLAN also has e.g. `FEWSHOT_PATTERNS`, which holds objects).
+    id_prefix: ids are `<id_prefix>_<flan task>_<k>` (default: `source`). Ids must be unique
+      across every loaded file: give each import run that maps the same FLAN task onto other
+      tasks its own prefix.
+
+  Returns:
+    Instructions (split "observed", ids `<id_prefix>_<flan task>_<k>` with k the 1-based
+    template index, plus `_<benchmark>` when the targets span several benchmarks) and the
+    templates that were skipped, with reasons.
+  """
+  path = pathlib.Path(path)
+  patterns, skipped = read_flan_patterns(path, variable)
+  instructions: list[Instruction] = []
+  for flan_task, targets in task_map.items():
+    if flan_task not in patterns:
+      raise InstructionError(
+        f"FLAN task {flan_task!r} is not in {variable}; known tasks include "
+        f"{sorted(patterns)[:20]}",
+        file=str(path),
+        line=1,
+      )
+    groups = group_by_benchmark(targets)
+    for k, (inp, out, line) in enumerate(patterns[flan_task], start=1):
+      where = f"{path}:{line}"
+      if out.strip() != "{answer}":
+        skipped.append(
+          Skipped(where, flan_task, f"output template {out!r} is not the answer itself")
+        )
+        continue
+      for bench, bench_targets in groups.items():
+        ident = f"{id_prefix or source}_{flan_task}_{k:02d}" + (
+          f"_{bench}" if len(groups) > 1 else ""
+        )
+        mapping = default_placeholder_map(bench) | dict(placeholder_map or {})
+        try:
+          template, has_options = _convert(inp, mapping)
+        except ValueError as e:
+          skipped.append(Skipped(where, flan_task, str(e)))
+          continue
+        instruction = Instruction(
+          id=ident,
+          tasks=tuple(bench_targets),
+          template=template,
+          options_format="dashes" if has_options else "none",
+          answer_space="option_text",
+          split="observed",
+          source=source,
+          seen_by=tuple(seen_by),
+          file=str(path),
+          line=line,
+        )
+        try:
+          validate_instruction(instruction)
+        except InstructionError as e:
+          skipped.append(Skipped(where, flan_task, e.reason))
+          continue
+        instructions.append(instruction)
+  return ImportResult(tuple(instructions), tuple(skipped))
+
+
+def _convert(template: str, mapping: Mapping[str, str]) -> tuple[str, bool]:
+  """FLAN input template -> our template (placeholders renamed) and whether it shows options."""
+  try:
+    names = template_placeholders(template)
+  except ValueError as e:
+    raise ValueError(f"bad template: {e}") from None
+  unknown = [n for n in names if n not in FLAN_OPTIONS and n not in mapping]
+  if unknown:
+    raise ValueError(
+      f"placeholder(s) {['{' + n + '}' for n in unknown]} have no mapping; pass "
+      "placeholder_map={...} to map them onto the task's fields"
+    )
+  has_options = False
+
+  def repl(m: re.Match) -> str:
+    nonlocal has_options
+    if m.group(1):  # an escaped "{{" or "}}": keep as is
+      return m.group(0)
+    name = m.group(2)
+    if name in FLAN_OPTIONS:
+      has_options = True
+      return FLAN_OPTIONS_HEADER + "{options}"
+    return "{" + mapping[name] + "}"
+
+  converted = re.sub(r"(\{\{|\}\})|\{([A-Za-z_][A-Za-z0-9_]*)\}", repl, template)
+  return converted, has_options
+
+
+def default_placeholder_map(bench: str) -> dict[str, str]:
+  fields = BENCHMARK_FIELDS.get(bench)
+  return {"question": fields.main} if fields else {}
+
+
+def group_by_benchmark(targets: Sequence[str]) -> dict[str, list[str]]:
+  groups: dict[str, list[str]] = {}
+  for t in [targets] if isinstance(targets, str) else targets:
+    groups.setdefault(benchmark_of(t), []).append(t)
+  return groups
+
+
+def _is_name(node: ast.AST, name: str) -> bool:
+  return isinstance(node, ast.Name) and node.id == name
+
+
+def _const_str(node: ast.AST) -> str | None:
+  return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def parse_mapping(items: Sequence[str], what: str) -> dict[str, list[str]]:
+  """["a=x,y", "b=z"] -> {"a": ["x", "y"], "b": ["z"]} (command-line helper)."""
+  out: dict[str, list[str]] = {}
+  for item in items:
+    key, sep, value = item.partition("=")
+    if not sep or not key or not value:
+      raise SystemExit(f"error: {what} {item!r} must look like NAME=VALUE[,VALUE...]")
+    out.setdefault(key, []).extend(v for v in value.split(",") if v)
+  return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """`python -m robust_prompt.instructions.flan_import templates.py --map ai2_arc=mmlu:* --out F`."""
+  import argparse
+
+  from robust_prompt.instructions.io import write_instructions
+
+  parser = argparse.ArgumentParser(description=main.__doc__)
+  parser.add_argument("templates", help="FLAN's flan/v2/templates.py (it is parsed, not run)")
+  parser.add_argument(
+    "--map", action="append", required=True, help="FLAN_TASK=OUR_TASK_GLOB[,...] (repeatable)"
+  )
+  parser.add_argument("--placeholder", action="append", default=[], help="FLAN_NAME=OUR_NAME")
+  parser.add_argument("--seen_by", default="flan-t5", help="comma-separated model families")
+  parser.add_argument("--id_prefix", default=None, help="id prefix (default: flan_v2)")
+  parser.add_argument("--out", required=True, help="output JSONL file")
+  args = parser.parse_args(argv)
+  placeholders = {k: v[0] for k, v in parse_mapping(args.placeholder, "--placeholder").items()}
+  result = import_flan_templates(
+    args.templates,
+    parse_mapping(args.map, "--map"),
+    placeholder_map=placeholders,
+    seen_by=[s for s in args.seen_by.split(",") if s],
+    id_prefix=args.id_prefix,
+  )
+  write_instructions(result.instructions, args.out)
+  print(result.summary())
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

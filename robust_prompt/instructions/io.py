@@ -1,0 +1,110 @@
+"""Reading and writing instruction collections (JSONL, one instruction per line).
+
+The format is documented in docs/instructions.md. Blank lines and lines starting with `#` or `//`
+are skipped, so collections can carry comments.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Iterable, Sequence
+
+from robust_prompt.instructions.schema import Instruction, InstructionError
+from robust_prompt.instructions.validate import check_unique_ids, instruction_from_dict
+
+
+def default_instruction_dir() -> pathlib.Path:
+  """The shipped collection: `tasks/instructions` (package data of `robust_prompt_tasks`)."""
+  try:
+    import robust_prompt_tasks
+
+    return pathlib.Path(robust_prompt_tasks.INSTRUCTIONS_DIR)
+  except ImportError:  # a source checkout that is not installed
+    return pathlib.Path(__file__).resolve().parents[2] / "tasks" / "instructions"
+
+
+def _expand(paths: Sequence[str | pathlib.Path]) -> list[pathlib.Path]:
+  files: list[pathlib.Path] = []
+  for p in paths:
+    path = pathlib.Path(p)
+    if path.is_dir():
+      found = sorted(path.rglob("*.jsonl"))
+      if not found:
+        raise InstructionError(f"{path}: directory holds no *.jsonl instruction files")
+      files.extend(found)
+    elif path.is_file():
+      files.append(path)
+    else:
+      raise InstructionError(f"{path}: no such instruction file or directory")
+  return files
+
+
+def read_instruction_file(path: str | pathlib.Path) -> list[Instruction]:
+  """Parses and validates one JSONL file (ids are checked within the file only)."""
+  path = pathlib.Path(path)
+  out = []
+  with open(path, encoding="utf-8") as f:
+    for number, raw in enumerate(f, start=1):
+      text = raw.strip()
+      if not text or text.startswith("#") or text.startswith("//"):
+        continue
+      try:
+        obj = json.loads(text)
+      except json.JSONDecodeError as e:
+        raise InstructionError(
+          f"invalid JSON ({e.msg} at column {e.colno}); each line must be one JSON object",
+          file=str(path),
+          line=number,
+        ) from None
+      out.append(instruction_from_dict(obj, file=str(path), line=number))
+  check_unique_ids(out)
+  return out
+
+
+def load_instructions(
+  paths: Sequence[str | pathlib.Path] | str | pathlib.Path,
+) -> list[Instruction]:
+  """Loads instruction files and directories (every `*.jsonl` below), validating everything.
+
+  Args:
+    paths: files and/or directories; a single path is accepted too.
+
+  Returns:
+    Instructions in file order (files sorted within each directory).
+
+  Raises:
+    InstructionError: `file:line: ...` for the first problem found (bad JSON, bad field, bad
+      template, duplicate id across all the files).
+  """
+  if isinstance(paths, (str, pathlib.Path)):
+    paths = [paths]
+  instructions: list[Instruction] = []
+  for file in _expand(paths):
+    instructions.extend(read_instruction_file(file))
+  check_unique_ids(instructions)
+  return instructions
+
+
+def instructions_for_task(instructions: Iterable[Instruction], task: str) -> list[Instruction]:
+  """The instructions that apply to `task` (e.g. "mmlu:anatomy"), in collection order.
+
+  Raises:
+    InstructionError: when two of them share an id (possible for lists not made by
+      `load_instructions`, which rejects duplicate ids).
+  """
+  out = [i for i in instructions if i.applies_to(task)]
+  check_unique_ids(out)
+  return out
+
+
+def write_instructions(instructions: Iterable[Instruction], path: str | pathlib.Path) -> int:
+  """Writes instructions as JSONL (one object per line, UTF-8). Returns how many were written."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  n = 0
+  with open(path, "w", encoding="utf-8") as f:
+    for instruction in instructions:
+      f.write(json.dumps(instruction.to_json_dict(), ensure_ascii=False) + "\n")
+      n += 1
+  return n

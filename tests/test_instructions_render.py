@@ -1,0 +1,148 @@
+"""Rendering an Example through an Instruction: every options_format / answer_space, and misfits."""
+
+import pytest
+
+from robust_prompt.data.example import Example
+from robust_prompt.instructions.render import Rendered, check_fits, format_options, render
+from robust_prompt.instructions.schema import Instruction, InstructionError
+from robust_prompt.instructions.validate import check_fit_all
+
+
+def make(template, options_format, answer_space, tasks=("mmlu:*",), **kw):
+  return Instruction(
+    id=kw.pop("id", "t_01"),
+    tasks=tuple(tasks),
+    template=template,
+    options_format=options_format,
+    answer_space=answer_space,
+    split="unobserved",
+    source="human",
+    file="x.jsonl",
+    line=7,
+  )
+
+
+MMLU = Example(
+  id="mmlu:anatomy:0",
+  task="mmlu:anatomy",
+  fields={"question": "Which bone is longest? ", "subject": "anatomy"},
+  options=("Femur", "Tibia ", "Ulna"),
+  answer=0,
+  correct=(0,),
+)
+BB = Example(
+  id="bigbench:strategyqa:0",
+  task="bigbench:strategyqa",
+  fields={"input": "Can a cat swim?", "question": "Can a cat swim?"},
+  options=("Yes", "No"),
+  answer=0,
+  correct=(0,),
+)
+
+
+def test_letters():
+  r = render(make("About {subject}: {question}\n{options}\nAnswer:", "letters", "letters"), MMLU)
+  assert r == Rendered(
+    inputs="About anatomy: Which bone is longest?\nA. Femur\nB. Tibia\nC. Ulna\nAnswer:",
+    options=("A", "B", "C"),
+    answer=0,
+    correct=(0,),
+    targets=("A",),
+  )
+
+
+def test_numbers():
+  r = render(make("{options}\n{question}", "numbers", "numbers"), MMLU)
+  assert r.inputs == "1. Femur\n2. Tibia\n3. Ulna\nWhich bone is longest?"
+  assert r.options == ("1", "2", "3") and r.targets == ("1",)
+
+
+def test_option_text_inline():
+  r = render(make("{question} Is it {options}?", "inline", "option_text"), MMLU)
+  assert r.inputs == "Which bone is longest? Is it Femur, Tibia or Ulna?"
+  assert r.options == ("Femur", "Tibia", "Ulna") and r.targets == ("Femur",)
+  two = render(make("{input} {options}?", "inline", "option_text", ("bigbench:*",)), BB)
+  assert two.inputs == "Can a cat swim? Yes or No?"
+
+
+def test_option_text_newline_dashes_and_none():
+  assert render(make("{question}\n{options}", "newline", "option_text"), MMLU).inputs == (
+    "Which bone is longest?\nFemur\nTibia\nUlna"
+  )
+  r = render(make("{question}\nOPTIONS:\n{options}", "dashes", "option_text"), MMLU)
+  assert r.inputs == "Which bone is longest?\nOPTIONS:\n- Femur\n- Tibia\n- Ulna"
+  r = render(make("Q: {input}\nA:", "none", "option_text", ("bigbench:strategyqa",)), BB)
+  assert r.inputs == "Q: Can a cat swim?\nA:" and r.options == ("Yes", "No")
+
+
+def test_several_correct_options_keep_answer_first_in_targets():
+  ex = Example(
+    id="bigbench:t:0",
+    task="bigbench:t",
+    fields={"input": "x"},
+    options=("a", "b", "c"),
+    answer=1,
+    correct=(1, 2),
+  )
+  r = render(make("{input}\n{options}", "letters", "letters", ("bigbench:t",)), ex)
+  assert r.answer == 1 and r.correct == (1, 2) and r.targets == ("B", "C")
+
+
+def test_generative_example():
+  ex = Example(
+    id="bigbench:g:0", task="bigbench:g", fields={"input": "2+2="}, targets=("4", "four")
+  )
+  r = render(make("Compute: {input}", "none", "option_text", ("bigbench:g",)), ex)
+  assert r == Rendered("Compute: 2+2=", (), None, (), ("4", "four"))
+  with pytest.raises(InstructionError, match="generative"):
+    check_fits(make("{input}\n{options}", "letters", "letters", ("bigbench:g",)), ex)
+
+
+def test_letters_do_not_fit_more_than_26_options():
+  ex = Example(
+    id="bigbench:many:0",
+    task="bigbench:many",
+    fields={"input": "pick"},
+    options=tuple(f"o{i}" for i in range(30)),
+    answer=3,
+    correct=(3,),
+  )
+  with pytest.raises(InstructionError, match=r"^x\.jsonl:7: .*30 options, more than the 26"):
+    render(make("{input}\n{options}", "letters", "letters", ("bigbench:*",)), ex)
+  # A letters *display* with a text answer space cannot letter them either.
+  with pytest.raises(InstructionError, match="26"):
+    check_fits(make("{input}\n{options}", "letters", "option_text", ("bigbench:*",)), ex)
+  r = render(make("{input}\n{options}", "numbers", "numbers", ("bigbench:*",)), ex)
+  assert r.options[-1] == "30" and r.inputs.endswith("30. o29")
+
+
+def test_misfits_are_located_errors():
+  with pytest.raises(InstructionError, match=r"^x\.jsonl:7: .*does not apply"):
+    check_fits(make("{input}", "none", "option_text", ("bigbench:other",)), BB)
+  with pytest.raises(InstructionError, match=r"\{subject\} has no field"):
+    check_fits(make("{subject}: {input}", "none", "option_text", ("bigbench:*",)), BB)
+  errors = check_fit_all(
+    [make("{subject}: {input}", "none", "option_text", ("bigbench:*",))],
+    {"bigbench:strategyqa": [BB, BB], "mmlu:anatomy": [MMLU]},
+  )
+  assert len(errors) == 1 and "subject" in str(errors[0])
+
+
+def test_format_options_edge_cases():
+  assert format_options("inline", ["only"]) == "only"
+  assert format_options("none", ["a", "b"]) == ""
+  with pytest.raises(ValueError):
+    format_options("bullets", ["a"])
+
+
+def test_field_values_with_braces_are_not_reinterpreted():
+  ex = Example(
+    id="mmlu:x:0",
+    task="mmlu:x",
+    fields={"question": "Is {1, 2} a set? {options}", "subject": "x"},
+    options=("yes", "no"),
+    answer=0,
+    correct=(0,),
+  )
+  r = render(make("{{Q}} {question}\n{options}", "letters", "letters"), ex)
+  assert r.inputs == "{Q} Is {1, 2} a set? {options}\nA. yes\nB. no"
