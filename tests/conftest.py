@@ -91,6 +91,16 @@ def make_tiny_hf_t5(out_dir: pathlib.Path, kind: str, spiece: pathlib.Path | Non
     for p in model.parameters():
       p.normal_(0.0, 0.5)
   model.save_pretrained(out_dir)
+  if not TINY_HF_CONFIGS[kind]["tie_word_embeddings"]:
+    # transformers 5 always ties `lm_head` to `shared` when it builds a model (and then saves only
+    # `shared.weight`), but real T5 1.1 / Flan-T5 checkpoints hold a distinct `lm_head.weight`,
+    # which from_pretrained keeps untied. Write one so the untied output layer is really tested.
+    import safetensors.torch
+
+    path = out_dir / "model.safetensors"
+    state = safetensors.torch.load_file(path)
+    state["lm_head.weight"] = torch.randn(config.vocab_size, config.d_model) * 0.5
+    safetensors.torch.save_file(state, path, metadata={"format": "pt"})
   if spiece is not None:
     # transformers 5 builds the fast tokenizer from `spiece.model` only through from_pretrained
     # on a directory (the `vocab_file=` argument is silently ignored and yields <unk>s).
