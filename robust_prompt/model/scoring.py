@@ -1,0 +1,100 @@
+"""Teacher-forced scoring of target sequences: per-token log-probs and per-example sums."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from robust_prompt.model.t5 import T5
+
+Array = jax.Array
+
+
+def shift_right(targets: Array, start_id: int = 0) -> Array:
+  """targets: [B, S] -> decoder inputs [B, S]: `start_id` then `targets[:, :-1]` (as HF T5).
+
+  Padding inside the targets (id 0) stays 0, which equals T5's decoder start id; HF replaces label
+  -100s by the pad id in the same way.
+  """
+  targets = jnp.asarray(targets)
+  start = jnp.full((targets.shape[0], 1), start_id, dtype=targets.dtype)
+  return jnp.concatenate([start, targets[:, :-1]], axis=1)
+
+
+def token_log_probs(logits: Array, targets: Array) -> Array:
+  """logits: [B, S, V] float, targets: [B, S] int -> log p(target) [B, S] float32.
+
+  Uses `logit[target] - logsumexp(logits)` so the [B, S, V] log-softmax is never materialised.
+  """
+  logits = logits.astype(jnp.float32)
+  target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  return target_logit - jax.nn.logsumexp(logits, axis=-1)
+
+
+def _variables(params: Any) -> Any:
+  """Accepts either `{"params": tree}` or the bare tree."""
+  if isinstance(params, dict) and "params" in params:
+    return params
+  return {"params": params}
+
+
+def score_with_encoded(
+  model: T5,
+  params: Any,
+  encoded: Array,
+  encoder_mask: Array,
+  target_ids: Array,
+  target_mask: Array,
+) -> tuple[Array, Array]:
+  """Scores targets given precomputed encoder outputs (encode once, score many options).
+
+  Args:
+    model: the `T5` module.
+    params: `{"params": tree}` or the tree.
+    encoded: [B, T, H] encoder outputs (repeat/gather rows to score several options per input).
+    encoder_mask: [B, T].
+    target_ids: [B, S] int32, each `tokens + [EOS]`, padded with 0.
+    target_mask: [B, S] (1 = real target token, EOS included).
+
+  Returns:
+    (sum_logprob [B] float32, num_tokens [B] int32).
+  """
+  target_mask = jnp.asarray(target_mask)
+  decoder_input_ids = shift_right(target_ids, model.config.decoder_start_token_id)
+  logits = model.apply(
+    _variables(params),
+    encoded,
+    encoder_mask,
+    decoder_input_ids,
+    target_mask,
+    method=T5.decode,
+  )
+  lp = token_log_probs(logits, target_ids)
+  weights = target_mask.astype(jnp.float32)
+  return jnp.sum(lp * weights, axis=-1), jnp.sum(target_mask.astype(jnp.int32), axis=-1)
+
+
+def score_targets(
+  model: T5,
+  params: Any,
+  input_ids: Array,
+  input_mask: Array,
+  target_ids: Array,
+  target_mask: Array,
+) -> tuple[Array, Array]:
+  """Sum of target log-probs under teacher forcing (as HF's loss with `labels`, un-averaged).
+
+  Args:
+    model: the `T5` module.
+    params: `{"params": tree}` or the tree.
+    input_ids: [B, T] int32; input_mask: [B, T].
+    target_ids: [B, S] int32 (`tokens + [EOS]`, 0-padded); target_mask: [B, S].
+
+  Returns:
+    (sum_logprob [B] float32, num_tokens [B] int32). jit-friendly; wrap in `jax.jit` yourself
+    (with `model` static, e.g. via `functools.partial`).
+  """
+  encoded = model.apply(_variables(params), input_ids, input_mask, method=T5.encode)
+  return score_with_encoded(model, params, encoded, input_mask, target_ids, target_mask)
