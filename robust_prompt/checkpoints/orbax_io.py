@@ -200,9 +200,10 @@ def config_param_shardings(config: T5Config, mesh: jax.sharding.Mesh, rules=None
   from robust_prompt import partitioning
   from robust_prompt.model.t5 import T5
 
-  specs = partitioning.logical_param_specs(T5(config))
-  return partitioning.param_shardings(
-    mesh, specs, partitioning.DEFAULT_RULES if rules is None else rules
+  # Relaxed to the real shapes: a dimension the mesh does not divide (e.g. flan-t5-small's 6 heads
+  # over model=4) is replicated, as jax requires even tiling.
+  return partitioning.model_param_shardings(
+    T5(config), mesh, partitioning.DEFAULT_RULES if rules is None else rules
   )
 
 
