@@ -1,0 +1,313 @@
+"""`robust-prompt train`: train a soft prompt (model frozen) with paraphrase-alignment losses.
+
+  robust-prompt train --model google/flan-t5-small --benchmark mmlu --data_dir data/mmlu \\
+    --train_instructions tasks/instructions/mmlu/train.jsonl \\
+    --heldout_instructions tasks/instructions/mmlu/unobserved.jsonl \\
+    --model_dir runs/flan_small_prompt --num_steps 2000 \\
+    --gin_file runs/train_soft_prompt.gin --gin.losses.lambda_sim=1.0
+
+Writes into `--model_dir`: `checkpoints/<step>/` (orbax; rerunning resumes exactly), `prompt.npy`
+(the trained `[P, d_model]` prompt, for `eval --prompt`), `config.gin` (the operative config),
+`train_instructions.jsonl` (the training pool), `metrics.jsonl` and `tensorboard/`.
+
+Gin names (T5X style: the library functions are wrapped here, the library never imports gin):
+`train.*` (`robust_prompt.train.loop.train`: num_steps, seed, num_microbatches, save_every,
+keep_checkpoints, log_every), `data.*` (`grouping.GroupedData`: groups_per_batch,
+members_per_group, anchor, seed, max_input_length, max_target_length), `losses.*`
+(`objective.LossConfig`), `optimizer.*` (`state.build_optimizer`) and `prompt.*` (length, init,
+scale, num_vocab_ids, text, path). Explicit flags win over gin. Without `--gin_file`,
+`runs/train_soft_prompt.gin` is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from robust_prompt.cli import common, gin_utils
+from robust_prompt.cli.gin_utils import UserError
+
+USES_GIN = True
+DEFAULT_GIN_FILE = "runs/train_soft_prompt.gin"
+TRAIN_INSTRUCTIONS_FILE = "train_instructions.jsonl"
+
+BENCHMARKS = ("mmlu", "bigbench_lite", "jsonl")
+_PREFIX = {"mmlu": "mmlu", "bigbench_lite": "bigbench", "jsonl": "jsonl"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="which loader to use")
+  parser.add_argument(
+    "--data_dir",
+    required=True,
+    help="benchmark data: the MMLU CSV release (holding test/), a folder of BIG-bench task "
+    "folders (<task>/task.json), or a folder of <name>.jsonl task files",
+  )
+  parser.add_argument(
+    "--train_instructions",
+    required=True,
+    nargs="+",
+    help="the pool of training instructions: JSONL files and/or directories",
+  )
+  parser.add_argument(
+    "--heldout_instructions",
+    nargs="+",
+    default=None,
+    help="instructions held out for evaluation; training refuses any overlap with them",
+  )
+  parser.add_argument("--model_dir", required=True, help="checkpoints, prompt.npy, logs")
+  parser.add_argument(
+    "--tasks", nargs="+", default=None, help="task names or globs (default: all covered tasks)"
+  )
+  parser.add_argument(
+    "--num_steps",
+    type=common.positive_int,
+    default=None,
+    help="optimizer steps (gin: train.num_steps)",
+  )
+  parser.add_argument(
+    "--max_examples", type=common.positive_int, default=None, help="first N examples per task"
+  )
+  parser.add_argument("--seed", type=int, default=None, help="seed (gin: train.seed, data.seed)")
+  common.add_model_arguments(parser)
+  # None = "not given": gin decides. --batch_size is G * K rows; --prompt initialises the prompt.
+  parser.set_defaults(batch_size=None, max_input_length=None, max_target_length=None)
+  parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+
+
+# -- gin -----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptSettings:
+  """The soft prompt's length and initializer (gin: `prompt.*`)."""
+
+  length: int = 100
+  init: str = "from_vocab"
+  scale: float = 0.5
+  num_vocab_ids: int | None = 5000
+  text: str | None = None
+  path: str | None = None
+
+
+_CONFIGURABLES: dict | None = None
+
+
+def configurables() -> dict:
+  """Registers the library functions with gin under their short names (once per process)."""
+  global _CONFIGURABLES
+  if _CONFIGURABLES is None:
+    import gin
+
+    from robust_prompt.train import grouping, loop, objective, state
+
+    not_from_gin = [
+      "model",
+      "frozen_params",
+      "data",
+      "model_dir",
+      "mesh",
+      "rules",
+      "prompt_length",
+      "prompt_init",
+      "optimizer",
+      "learning_rate_fn",
+      "loss_config",
+      "write_config",
+      "progress",
+    ]
+    _CONFIGURABLES = {
+      "train": gin.external_configurable(loop.train, name="train", denylist=not_from_gin),
+      "data": gin.external_configurable(
+        grouping.GroupedData, name="data", denylist=["examples", "instructions", "vocab"]
+      ),
+      "losses": gin.external_configurable(objective.LossConfig, name="losses"),
+      "optimizer": gin.external_configurable(state.build_optimizer, name="optimizer"),
+      "prompt": gin.external_configurable(PromptSettings, name="prompt"),
+    }
+  return _CONFIGURABLES
+
+
+def _call(name: str, **kwargs):
+  """Calls a gin configurable, turning gin's and the library's complaints into UserErrors."""
+  try:
+    return configurables()[name](**kwargs)
+  except ValueError as e:
+    message = str(e)
+    raise UserError(f"{name}: {message.splitlines()[0] if message else type(e).__name__}") from e
+
+
+def _gin_value(name: str, default):
+  import gin
+
+  try:
+    return gin.query_parameter(name)
+  except ValueError:
+    return default
+
+
+def _is_required(name: str) -> bool:
+  """Whether a gin file bound `name = %gin.REQUIRED` (and nothing overrode it)."""
+  return repr(_gin_value(name, None)) == "%gin.REQUIRED"
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+
+def _load_pool(paths, what: str):
+  from robust_prompt.instructions.io import load_instructions
+  from robust_prompt.instructions.schema import InstructionError
+
+  try:
+    return load_instructions(paths)
+  except (InstructionError, FileNotFoundError) as e:
+    raise UserError(f"{what}: {e}") from e
+
+
+def _initializer(settings: PromptSettings, args, loaded):
+  """`(initializer, P)`: a saved prompt (--prompt or prompt.path) decides P itself."""
+  import jax
+  import numpy as np
+
+  from robust_prompt.train import prompt as prompt_lib
+
+  init, path, length = settings.init, settings.path, settings.length
+  if args.prompt:  # --prompt PATH: start from a trained prompt.
+    init, path = "from_npy", args.prompt
+  if init == "from_npy":
+    if not path:
+      raise UserError("prompt.init = 'from_npy' needs a file: pass --prompt PATH")
+    # Checks the file (UserError: missing, not [P, d_model], NaN) and takes its length.
+    length = common.load_prompt(path, loaded.config.d_model).shape[0]
+  embedding = None
+  if init in ("from_vocab", "from_text"):
+    embedding = np.asarray(jax.device_get(loaded.params["token_embedder"]["embedding"]))
+  token_ids = loaded.vocab.encode(settings.text) if settings.text else None
+  num_ids = settings.num_vocab_ids
+  if num_ids is not None and embedding is not None:
+    num_ids = min(num_ids, embedding.shape[0])
+  try:
+    init_fn = prompt_lib.initializer_by_name(
+      init,
+      embedding=embedding,
+      token_ids=token_ids,
+      scale=settings.scale,
+      num_ids=num_ids,
+      path=path,
+    )
+    return init_fn, length
+  except ValueError as e:
+    raise UserError(f"prompt: {e}") from e
+
+
+def run(args: argparse.Namespace) -> int:
+  import gin
+
+  from robust_prompt import io_utils
+  from robust_prompt.cli import eval as eval_cli
+  from robust_prompt.instructions.schema import InstructionError
+  from robust_prompt.model.t5 import T5
+  from robust_prompt.train import checkpointing, grouping
+
+  gin_utils.register_configurables()
+  configurables()
+  # Without --gin_file the standard recipe applies (test/train_tiny.gin etc. include it too).
+  gin_files = args.gin_file or [DEFAULT_GIN_FILE]
+  gin_utils.parse_gin(gin_files, args.gin_bindings, args.gin_search_paths)
+  if args.num_steps is None and _is_required("train.num_steps"):
+    raise UserError(
+      "how long to train is required: pass --num_steps N (or --gin.train.num_steps=N)"
+    )
+  # gin hands a placeholder to external configurables for unset %gin.REQUIRED values: check.
+  if _is_required("prompt.text"):
+    raise UserError("prompt.text is required by the gin config: pass --gin.prompt.text=\"'...'\"")
+  if _is_required("prompt.path") and not args.prompt:
+    raise UserError("prompt.path is required by the gin config: pass --prompt PATH")
+
+  # Cheap checks first (directory, instructions, overlap, tasks, data), then the model.
+  try:
+    model_dir = io_utils.check_writable_dir(args.model_dir)
+  except io_utils.NotWritableError as e:
+    raise UserError(f"--model_dir: {e}") from e
+  pool = _load_pool(args.train_instructions, "--train_instructions")
+  if args.heldout_instructions:
+    heldout = _load_pool(args.heldout_instructions, "--heldout_instructions")
+    try:
+      grouping.check_disjoint(pool, heldout)
+    except grouping.OverlapError as e:
+      raise UserError(str(e)) from e
+  available = eval_cli.available_tasks(args.benchmark, args.data_dir)
+  selected = eval_cli.select_tasks(available, args.tasks, _PREFIX[args.benchmark])
+  covered = [t for t in selected if any(i.applies_to(t) for i in pool)]
+  if not covered:
+    patterns = sorted({p for i in pool for p in i.tasks})
+    raise UserError(
+      f"no training instruction applies to the selected task(s) ({', '.join(selected[:5])}); "
+      f"the instructions are for {', '.join(patterns[:8])}"
+    )
+  examples = []
+  for task in covered:
+    task_examples = eval_cli.load_examples(args.benchmark, args.data_dir, task)
+    examples.extend(task_examples[: args.max_examples] if args.max_examples else task_examples)
+
+  # Provenance: the exact training pool, so that evaluations can check they hold it out.
+  from robust_prompt.instructions.io import write_instructions
+
+  write_instructions(pool, model_dir / TRAIN_INSTRUCTIONS_FILE)
+
+  mesh = common.mesh_from_args(args)
+  loaded = common.model_from_args(args, mesh)
+  settings = _call("prompt")
+  # Explicit flags become gin bindings, so that config.gin records what the run really used.
+  flags = {"train.num_steps": args.num_steps, "train.seed": args.seed, "data.seed": args.seed}
+  for flag in ("max_input_length", "max_target_length"):
+    flags[f"data.{flag}"] = getattr(args, flag)
+  if args.batch_size is not None:
+    k = _gin_value("data.members_per_group", 4)
+    if args.batch_size % k:
+      raise UserError(f"--batch_size {args.batch_size} is G x K rows: not a multiple of K={k}")
+    flags["data.groups_per_batch"] = args.batch_size // k
+  for name, value in flags.items():
+    if value is not None:
+      gin.bind_parameter(name, value)
+  try:
+    data = _call("data", examples=examples, instructions=pool, vocab=loaded.vocab)
+    data.batch(0)  # renders a first batch: instruction/example mismatches surface here
+  except ValueError as e:  # InstructionError included: it names the instruction's file:line
+    raise UserError(str(e)) from e
+  tx, schedule = _call("optimizer")
+  prompt_init, prompt_length = _initializer(settings, args, loaded)
+  print(
+    f"training a {prompt_length}-vector prompt for {loaded.source} on {len(examples)} examples "
+    f"of {len(covered)} task(s) with {len(pool)} training instructions "
+    f"(G={data.G} x K={data.K}) -> {model_dir}",
+    file=sys.stderr,
+  )
+  try:
+    result = _call(
+      "train",
+      model=T5(loaded.config),
+      frozen_params=loaded.params,
+      data=data,
+      model_dir=str(model_dir),
+      mesh=mesh,
+      prompt_length=prompt_length,
+      prompt_init=prompt_init,
+      optimizer=tx,
+      learning_rate_fn=schedule,
+      loss_config=_call("losses"),
+      write_config=gin.operative_config_str,
+      progress=not args.no_progress,
+    )
+  except (checkpointing.ResumeMismatchError, InstructionError) as e:
+    raise UserError(str(e)) from e
+  where = f"resumed at step {result.resumed_from}, " if result.resumed_from else ""
+  loss = result.metrics.get("loss")
+  print(
+    f"{where}trained to step {result.step}"
+    + (f" (loss {loss:.4f})" if loss is not None else "")
+    + f"; prompt -> {model_dir}/prompt.npy",
+    file=sys.stderr,
+  )
+  return 0

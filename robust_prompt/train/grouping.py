@@ -1,0 +1,231 @@
+"""Grouped training batches: one example under K instructions of its task, G groups a batch.
+
+Every batch is a pure function of `(seed, step)`: step `s` holds the groups
+`s*G, ..., s*G + G - 1` of an endless stream made of epochs, epoch `e` being a permutation of the
+examples drawn from `(seed, e)`, and the members of a group drawn from `(seed, e, position)`.
+Resuming at step `s` therefore sees exactly the batches an uninterrupted run would have seen, with
+no iterator state to checkpoint.
+
+Rows are laid out group-major (`row = g * K + k`); `group_ids [B]` and `is_anchor [B]` travel
+with the batch so that the losses do not rely on the layout. Shapes are static (padded to the
+configured lengths), so the train step compiles once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from robust_prompt import batching
+from robust_prompt import vocab as vocab_lib
+from robust_prompt.data.example import Example
+from robust_prompt.instructions.render import render
+from robust_prompt.instructions.schema import Instruction
+
+ANCHOR_CHOICES = ("observed", "first", "random")
+
+
+class OverlapError(ValueError):
+  """Training instructions overlap the instructions held out for evaluation."""
+
+
+def check_disjoint(train: Sequence[Instruction], heldout: Sequence[Instruction]) -> None:
+  """Refuses a training pool that shares instructions with the held-out (evaluation) set.
+
+  Two instructions are the same when they have the same id or the same template text (a copy
+  under another id would leak the evaluation phrasing into training just the same).
+
+  Raises:
+    OverlapError: naming every shared instruction and where each copy was read from.
+  """
+  by_id = {i.id: i for i in heldout}
+  by_template = {" ".join(i.template.split()): i for i in heldout}
+  clashes = []
+  for inst in train:
+    other = by_id.get(inst.id) or by_template.get(" ".join(inst.template.split()))
+    if other is not None:
+      how = "same id" if other.id == inst.id else "same template"
+      clashes.append(f"{inst.id!r} ({inst.where}) = held-out {other.id!r} ({other.where}), {how}")
+  if clashes:
+    raise OverlapError(
+      f"{len(clashes)} training instruction(s) are also held out for evaluation: "
+      + "; ".join(clashes)
+      + ". Remove them from --train_instructions (or from --heldout_instructions)."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Shapes:
+  """Static batch shapes: `T` input, `S` target, `O` options and `S_opt` option lengths."""
+
+  max_input_length: int
+  max_target_length: int
+  num_options: int
+  max_option_length: int
+
+
+def _pad(rows: Sequence[Sequence[int]], length: int) -> tuple[np.ndarray, np.ndarray]:
+  ids = np.zeros((len(rows), length), np.int32)
+  mask = np.zeros((len(rows), length), np.int32)
+  for r, seq in enumerate(rows):
+    ids[r, : len(seq)] = seq
+    mask[r, : len(seq)] = 1
+  return ids, mask
+
+
+class GroupedData:
+  """Endless, deterministic stream of grouped batches over a pool of training instructions.
+
+  Args:
+    examples: training examples (any tasks; each needs at least one instruction in the pool).
+    instructions: the training instruction pool; each example uses those that apply to its task.
+    vocab: the model vocabulary (`encode` + `eos_id`).
+    groups_per_batch: `G`.
+    members_per_group: `K`, instructions per example (tasks with fewer instructions repeat some).
+    max_input_length / max_target_length: `T` / `S`, EOS included (longer ones are truncated,
+      keeping EOS, as Hugging Face does).
+    seed: data-order seed.
+    anchor: which member is the KL anchor: "observed" (an observed instruction of the pool when
+      the task has one, else a random member), "first" (the first instruction of the pool that
+      applies to the task) or "random".
+  """
+
+  def __init__(
+    self,
+    examples: Sequence[Example],
+    instructions: Sequence[Instruction],
+    vocab,
+    *,
+    groups_per_batch: int = 8,
+    members_per_group: int = 4,
+    max_input_length: int = 256,
+    max_target_length: int = 32,
+    seed: int = 0,
+    anchor: str = "observed",
+  ):
+    if not examples:
+      raise ValueError("no training examples: check --benchmark, --data_dir and --tasks")
+    if groups_per_batch < 1 or members_per_group < 1:
+      raise ValueError(f"need G >= 1 and K >= 1; got G={groups_per_batch}, K={members_per_group}")
+    if anchor not in ANCHOR_CHOICES:
+      raise ValueError(f"anchor must be one of {ANCHOR_CHOICES}; got {anchor!r}")
+    self.examples = list(examples)
+    self.vocab = vocab
+    self.G, self.K = int(groups_per_batch), int(members_per_group)
+    self.seed = int(seed)
+    self.anchor = anchor
+    self._pool: dict[str, list[Instruction]] = {}
+    for task in sorted({e.task for e in self.examples}):
+      pool = [i for i in instructions if i.applies_to(task)]
+      if not pool:
+        raise ValueError(
+          f"task {task!r} has no training instruction: none of the {len(instructions)} "
+          "instructions of --train_instructions applies to it (check their `tasks` patterns)"
+        )
+      if len(pool) < self.K:
+        logging.warning(
+          "task %s has %d training instruction(s) for K=%d members: some repeat in a group",
+          task,
+          len(pool),
+          self.K,
+        )
+      self._pool[task] = pool
+    num_options = max(len(e.options) for e in self.examples)
+    self.shapes = Shapes(max_input_length, max_target_length, num_options, max_target_length)
+    self.num_truncated = 0
+
+  @property
+  def batch_size(self) -> int:
+    return self.G * self.K
+
+  @functools.lru_cache(maxsize=4)  # noqa: B019 - a handful of epochs, tied to this object
+  def _epoch_order(self, epoch: int) -> np.ndarray:
+    return np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
+
+  def _members(self, example: Example, rng: np.random.Generator) -> list[Instruction]:
+    """K instructions for one group, the anchor first."""
+    pool = self._pool[example.task]
+    if self.anchor == "first":
+      anchor = pool[0]
+    else:
+      observed = [i for i in pool if i.split == "observed"] if self.anchor == "observed" else []
+      candidates = observed or pool
+      anchor = candidates[rng.integers(len(candidates))]
+    others = [i for i in pool if i is not anchor] or [anchor]
+    need = self.K - 1
+    picks = rng.choice(len(others), size=need, replace=len(others) < need) if need else []
+    return [anchor] + [others[j] for j in picks]
+
+  @functools.lru_cache(maxsize=65536)  # noqa: B019
+  def _encode_row(self, instruction: Instruction, example_index: int, target_choice: int):
+    example = self.examples[example_index]
+    rendered = render(instruction, example)
+    shapes = self.shapes
+    inputs = vocab_lib.encode_inputs(self.vocab, [rendered.inputs])[0]
+    if len(inputs) > shapes.max_input_length:
+      self.num_truncated += 1
+      inputs = batching.truncate(inputs, shapes.max_input_length)  # keeps EOS last, as HF does
+    if not rendered.targets:
+      raise ValueError(
+        f"example {example.id!r} of task {example.task!r} has no target to train on (neither "
+        "an answer option nor a reference)"
+      )
+    target_text = rendered.targets[target_choice % len(rendered.targets)]
+    target = vocab_lib.encode_targets(self.vocab, [target_text], shapes.max_target_length)[0]
+    options = vocab_lib.encode_targets(self.vocab, rendered.options, shapes.max_option_length)
+    answer = -1 if rendered.answer is None else rendered.answer
+    return inputs, target, options, answer
+
+  def group_rows(self, index: int) -> list[tuple]:
+    """The K encoded rows of global group `index` (anchor first)."""
+    epoch, position = divmod(index, len(self.examples))
+    example_index = int(self._epoch_order(epoch)[position])
+    rng = np.random.default_rng([self.seed, epoch, position])
+    example = self.examples[example_index]
+    # One reference per group, shared by all members, so their target tokens line up (token KL).
+    target_choice = int(rng.integers(max(len(example.targets), 1)))
+    members = self._members(example, rng)
+    return [self._encode_row(m, example_index, target_choice) for m in members]
+
+  def batch(self, step: int) -> dict[str, np.ndarray]:
+    """The batch of training step `step` (a pure function of `(seed, step)`).
+
+    Returns:
+      input_ids, input_mask: `[B, T]` int32; target_ids, target_mask: `[B, S]` int32;
+      group_ids: `[B]` int32 (0..G-1); is_anchor: `[B]` int32; answer: `[B]` int32 (-1 for
+      generative rows); and when any example has options, option_ids / option_mask:
+      `[B, O, S_opt]` int32 (padded options have an all-zero mask).
+    """
+    rows, group_ids, is_anchor = [], [], []
+    for g in range(self.G):
+      for k, row in enumerate(self.group_rows(step * self.G + g)):
+        rows.append(row)
+        group_ids.append(g)
+        is_anchor.append(int(k == 0))
+    s = self.shapes
+    input_ids, input_mask = _pad([r[0] for r in rows], s.max_input_length)
+    target_ids, target_mask = _pad([r[1] for r in rows], s.max_target_length)
+    batch = {
+      "input_ids": input_ids,
+      "input_mask": input_mask,
+      "target_ids": target_ids,
+      "target_mask": target_mask,
+      "group_ids": np.asarray(group_ids, np.int32),
+      "is_anchor": np.asarray(is_anchor, np.int32),
+      "answer": np.asarray([r[3] for r in rows], np.int32),
+    }
+    if s.num_options > 0:
+      option_ids = np.zeros((len(rows), s.num_options, s.max_option_length), np.int32)
+      option_mask = np.zeros_like(option_ids)
+      for r, row in enumerate(rows):
+        if row[2]:
+          ids, mask = _pad(row[2], s.max_option_length)
+          option_ids[r, : len(ids)] = ids
+          option_mask[r, : len(ids)] = mask
+      batch["option_ids"] = option_ids
+      batch["option_mask"] = option_mask
+    return batch

@@ -1,0 +1,179 @@
+"""The train step: a pure function of (state, frozen_params, batch, rng), jitted once on a mesh.
+
+`train_step` differentiates the objective with respect to the prompt only; the frozen model
+parameters are an ordinary (non-donated, non-differentiated) argument. Large `G x K` batches are
+split into microbatches of whole groups whose gradients are accumulated with `lax.scan`; every
+loss term is a mean of per-row values, so with equal microbatches the accumulated gradient equals
+the full-batch one (InfoNCE excepted: its negatives are the other groups of the microbatch).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from robust_prompt import partitioning
+from robust_prompt.model.t5 import T5
+from robust_prompt.train import objective
+from robust_prompt.train.state import TrainState
+
+Batch = dict
+
+
+def split_microbatches(batch: Batch, num_groups: int, num_microbatches: int) -> Batch:
+  """`[B, ...]` group-major rows -> `[M, B/M, ...]`, microbatch `m` holding groups `g % M == m`.
+
+  Striding over groups (rather than cutting contiguous blocks) keeps every microbatch spread
+  over all data shards.
+  """
+  if num_groups % num_microbatches:
+    raise ValueError(
+      f"{num_groups} groups per batch cannot be split into {num_microbatches} microbatches of "
+      "whole groups; choose a number of microbatches that divides G"
+    )
+  per = num_groups // num_microbatches
+
+  def split(x):
+    k = x.shape[0] // num_groups
+    x = x.reshape(per, num_microbatches, k, *x.shape[1:])
+    x = jnp.swapaxes(x, 0, 1)
+    return x.reshape(num_microbatches, per * k, *x.shape[3:])
+
+  return jax.tree.map(split, batch)
+
+
+def train_step(
+  state: TrainState,
+  frozen_params,
+  batch: Batch,
+  rng: jax.Array,
+  *,
+  model: T5,
+  tx: optax.GradientTransformation,
+  loss_config: objective.LossConfig,
+  num_groups: int,
+  num_microbatches: int = 1,
+  learning_rate_fn: optax.Schedule | None = None,
+) -> tuple[TrainState, dict]:
+  """One optimizer update of the prompt.
+
+  Args:
+    state: prompt + optimizer state (donated by the jitted version).
+    frozen_params: the model's parameters (never updated).
+    batch: a grouped batch (`grouping.GroupedData.batch`), `B = G * K` rows.
+    rng: base key; the step folds in `state.step` (the model is deterministic today, so this
+      only keeps the signature ready for dropout without changing resumability).
+    model: the T5 module.
+    tx: the prompt's optimizer.
+    loss_config: objective weights.
+    num_groups: `G` (rows are group-major).
+    num_microbatches: gradient-accumulation steps (must divide `G`).
+    learning_rate_fn: optional schedule, only to log the learning rate.
+
+  Returns:
+    `(new_state, metrics)` with scalar metrics: every loss term, grad_norm, prompt_norm, lr.
+  """
+  del rng  # deterministic model: see Args.
+  loss_fn = functools.partial(objective.compute_loss, model=model, config=loss_config)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  prompt = state.params["prompt"]
+
+  if num_microbatches == 1:
+    (_, metrics), grad = grad_fn(prompt, frozen_params, batch)
+  else:
+    micro = split_microbatches(batch, num_groups, num_microbatches)
+
+    def accumulate(carry, mb):
+      (_, m), g = grad_fn(prompt, frozen_params, mb)
+      return jax.tree.map(jnp.add, carry, (g, m)), None
+
+    zeros = jax.eval_shape(grad_fn, prompt, frozen_params, jax.tree.map(lambda x: x[0], micro))
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (zeros[1], zeros[0][1]))
+    (grad, metrics), _ = jax.lax.scan(accumulate, zeros, micro)
+    grad, metrics = jax.tree.map(lambda x: x / num_microbatches, (grad, metrics))
+
+  grads = {"prompt": grad}
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = dict(metrics)
+  metrics["grad_norm"] = optax.global_norm(grads)
+  metrics["prompt_norm"] = jnp.sqrt(jnp.mean(jnp.sum(params["prompt"] ** 2, axis=-1)))
+  if learning_rate_fn is not None:
+    metrics["learning_rate"] = jnp.asarray(learning_rate_fn(state.step), jnp.float32)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  return new_state, metrics
+
+
+def batch_shardings(mesh: Mesh, batch: Batch) -> Batch:
+  """Every batch array is split along its leading (row) axis over the mesh's `data` axis."""
+  data = int(dict(mesh.shape).get("data", 1))
+  for name, x in batch.items():
+    if x.shape[0] % data:
+      raise ValueError(
+        f"batch array {name!r} has {x.shape[0]} rows, not a multiple of the mesh's data axis "
+        f"({data}); choose G * K divisible by it"
+      )
+  return {k: NamedSharding(mesh, PartitionSpec("data")) for k in batch}
+
+
+def make_train_step(
+  *,
+  model: T5,
+  tx: optax.GradientTransformation,
+  loss_config: objective.LossConfig,
+  mesh: Mesh,
+  rules: Sequence[tuple[str, str | None]],
+  state_shardings: TrainState,
+  frozen_shardings,
+  example_batch: Batch,
+  num_groups: int,
+  num_microbatches: int = 1,
+  learning_rate_fn: optax.Schedule | None = None,
+) -> Callable[[TrainState, object, Batch, jax.Array], tuple[TrainState, dict]]:
+  """`train_step` jitted once with explicit in/out shardings and the state donated.
+
+  Returns:
+    `step(state, frozen_params, batch, rng) -> (state, metrics)`; numpy batches (the global
+    batch) are placed row-wise over the mesh's `data` axis.
+  """
+  step_fn = functools.partial(
+    train_step,
+    model=model,
+    tx=tx,
+    loss_config=loss_config,
+    num_groups=num_groups,
+    num_microbatches=num_microbatches,
+    learning_rate_fn=learning_rate_fn,
+  )
+  replicated = NamedSharding(mesh, PartitionSpec())
+  batch_sh = batch_shardings(mesh, example_batch)
+  jitted = jax.jit(
+    step_fn,
+    in_shardings=(
+      state_shardings,
+      frozen_shardings,
+      batch_sh,
+      replicated,
+    ),
+    out_shardings=(state_shardings, replicated),
+    donate_argnums=(0,),
+  )
+
+  def run(state, frozen_params, batch, rng):
+    # Every host computes the same global batch (a pure function of seed and step) and hands
+    # each of its devices only its rows, so this works unchanged on multi-host meshes.
+    batch = {
+      k: v
+      if isinstance(v, jax.Array)
+      else jax.make_array_from_callback(v.shape, batch_sh[k], lambda idx, v=v: v[idx])
+      for k, v in batch.items()
+    }
+    with partitioning.mesh_context(mesh, rules):
+      return jitted(state, frozen_params, batch, rng)
+
+  return run
