@@ -1,0 +1,305 @@
+"""`robust-prompt eval`: evaluate a model over (task x instruction x example) and write a report.
+
+  robust-prompt eval --model google/flan-t5-small --benchmark mmlu --data_dir data/mmlu \\
+    --instructions tasks/instructions/mmlu --output_dir out/flan_small [--tasks 'mmlu:high_school_*']
+
+Writes into `--output_dir`: `run.json` (the run's fingerprint), `results.jsonl` (one row per
+task x instruction x example, streamed), `per_instruction.csv`, `summary.json`, `report.md` and
+`report.html`. Rerunning the same command after an interruption resumes where it stopped.
+
+Settings come from (later wins): library defaults < gin (`--gin_file runs/eval.gin`,
+`--gin.evaluate.score_mode="'mean'"`) < explicit flags. `evaluate` is the gin name of
+`robust_prompt.eval.engine.evaluate_settings`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import fnmatch
+import pathlib
+import sys
+
+from robust_prompt.cli import common, gin_utils
+from robust_prompt.cli.gin_utils import UserError
+
+USES_GIN = True
+
+BENCHMARKS = ("mmlu", "bigbench_lite", "jsonl")
+SCORE_MODES = ("sum", "mean", "greedy_prefix")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="which loader to use")
+  parser.add_argument(
+    "--data_dir",
+    required=True,
+    help="benchmark data: the MMLU CSV release (holding test/), a folder of BIG-bench task "
+    "folders (<task>/task.json), or a folder of <name>.jsonl task files",
+  )
+  parser.add_argument(
+    "--instructions",
+    nargs="+",
+    default=None,
+    help="instruction JSONL files and/or directories (every *.jsonl below them); default: the "
+    "collection shipped in tasks/instructions",
+  )
+  parser.add_argument("--output_dir", required=True, help="where results and reports go")
+  parser.add_argument(
+    "--tasks",
+    nargs="+",
+    default=None,
+    help="task names or globs ('mmlu:anatomy', 'mmlu:high_school_*', 'strategyqa'); default: "
+    "every task of the benchmark that an instruction applies to",
+  )
+  parser.add_argument(
+    "--max_examples", type=common.positive_int, default=None, help="first N examples per task"
+  )
+  parser.add_argument(
+    "--score_mode",
+    choices=SCORE_MODES,
+    default=None,
+    help="rank-classification score: sum (of log-probs; default), mean (per token), or "
+    "greedy_prefix (the original robustness study's rule; see robust_prompt/eval/rank.py)",
+  )
+  parser.add_argument(
+    "--max_decode_length",
+    type=common.positive_int,
+    default=None,
+    help="greedy decoding steps for generative tasks (default 32)",
+  )
+  common.add_model_arguments(parser)
+  # None = "not given": gin (or the library default) decides; an explicit flag wins over gin.
+  parser.set_defaults(batch_size=None, max_input_length=None, max_target_length=None)
+  parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+
+
+# -- tasks ---------------------------------------------------------------------------------------
+
+
+def available_tasks(benchmark: str, data_dir: str) -> list[str]:
+  """Task names the benchmark's data directory holds."""
+  from robust_prompt.data import bigbench, jsonl, mmlu
+  from robust_prompt.data.example import DataError
+
+  path = pathlib.Path(data_dir)
+  if not path.is_dir():
+    raise UserError(f"--data_dir {data_dir}: no such directory")
+  try:
+    if benchmark == "mmlu":
+      names = [mmlu.task_name(s) for s in mmlu.list_subjects(path)]
+    elif benchmark == "bigbench_lite":
+      names = bigbench.list_tasks(path)
+      lite = [n for n in names if n.split(":", 1)[1] in bigbench.LITE_TASKS]
+      names = lite or names
+    else:
+      names = jsonl.list_tasks(path)
+  except DataError as e:
+    raise UserError(str(e)) from e
+  if not names:
+    raise UserError(f"--data_dir {data_dir}: holds no {benchmark} tasks")
+  return names
+
+
+def subtask_names(benchmark: str, data_dir: str, tasks: list[str]) -> list[str]:
+  """`bigbench:<task>:<subtask>` names (selectable one by one; not part of the default)."""
+  if benchmark != "bigbench_lite":
+    return []
+  from robust_prompt.data import bigbench
+
+  root = pathlib.Path(data_dir)
+  return [f"{t}:{sub}" for t in tasks for sub in bigbench.subtasks(root / t.split(":")[1])]
+
+
+def select_tasks(
+  available: list[str], patterns: list[str] | None, prefix: str, extra: list[str] = ()
+) -> list[str]:
+  """Resolves names / globs (optionally without the `<prefix>:`) against `available`.
+
+  Args:
+    available: the tasks selected by default (no patterns).
+    extra: further names that only explicit patterns select (e.g. BIG-bench subtasks).
+
+  Raises:
+    UserError: a pattern matches no task (with close matches).
+  """
+  if not patterns:
+    return list(available)
+  everything = list(available) + [t for t in extra if t not in available]
+  chosen: list[str] = []
+  for pattern in patterns:
+    candidates = [pattern] if pattern.startswith(prefix + ":") else [pattern, f"{prefix}:{pattern}"]
+    hits = [t for t in available if any(fnmatch.fnmatchcase(t, c) for c in candidates)]
+    if not hits:  # subtasks only when named (a glob over tasks must not select both levels)
+      hits = [t for t in everything if any(fnmatch.fnmatchcase(t, c) for c in candidates)]
+    if not hits:
+      close = difflib.get_close_matches(pattern, everything, n=5, cutoff=0.5)
+      close += [
+        t
+        for t in difflib.get_close_matches(f"{prefix}:{pattern}", everything, n=5)
+        if t not in close
+      ]
+      hint = f" Did you mean: {', '.join(close[:5])}?" if close else ""
+      raise UserError(
+        f"--tasks: unknown task {pattern!r} ({len(available)} tasks available, e.g. "
+        f"{', '.join(available[:3])}).{hint}"
+      )
+    chosen.extend(t for t in hits if t not in chosen)
+  return chosen
+
+
+def load_examples(benchmark: str, data_dir: str, task: str):
+  from robust_prompt.data import bigbench, jsonl, mmlu
+  from robust_prompt.data.example import DataError
+
+  try:
+    if benchmark == "mmlu":
+      return mmlu.load_subject(data_dir, task.split(":", 1)[1])
+    if benchmark == "bigbench_lite":
+      return bigbench.load_task(data_dir, task)
+    return jsonl.load_jsonl(pathlib.Path(data_dir) / f"{task.split(':', 1)[1]}.jsonl", task)
+  except DataError as e:
+    raise UserError(str(e)) from e
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+
+_CONFIGURED = None
+
+
+def _configured_settings():
+  """`engine.evaluate_settings` registered with gin as `evaluate` (once per process)."""
+  global _CONFIGURED
+  if _CONFIGURED is None:
+    import gin
+
+    from robust_prompt.eval import engine
+
+    _CONFIGURED = gin.external_configurable(engine.evaluate_settings, name="evaluate")
+  return _CONFIGURED
+
+
+SETTING_FLAGS = (
+  "score_mode",
+  "batch_size",
+  "max_input_length",
+  "max_target_length",
+  "max_decode_length",
+  "max_examples",
+)
+
+
+def _settings(args: argparse.Namespace):
+  """EvalSettings from gin (`evaluate.*`) with explicit flags on top."""
+  explicit = {k: getattr(args, k) for k in SETTING_FLAGS if getattr(args, k, None) is not None}
+  try:
+    return _configured_settings()(**explicit)
+  except ValueError as e:
+    raise UserError(str(e)) from e
+
+
+def _mesh_from_gin() -> str | None:
+  """`--mesh` from the MESH_DATA / MESH_MODEL macros of gin_configs/mesh/*.gin, if bound."""
+  data = gin_utils.query_macro("MESH_DATA")
+  model = gin_utils.query_macro("MESH_MODEL")
+  if data is None and model is None:
+    return None
+  return f"data={-1 if data is None else data},model={1 if model is None else model}"
+
+
+def run(args: argparse.Namespace) -> int:
+  from robust_prompt import io_utils
+  from robust_prompt.eval import engine, resume
+  from robust_prompt.instructions.io import (
+    default_instruction_dir,
+    instructions_for_task,
+    load_instructions,
+  )
+  from robust_prompt.instructions.schema import InstructionError
+
+  gin_utils.register_configurables()
+  _configured_settings()  # the gin name must exist before files that bind it are parsed
+  gin_utils.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
+  settings = _settings(args)
+
+  # Cheap checks first: the output dir, the instructions, the tasks; then the slow model load.
+  try:
+    output_dir = io_utils.check_writable_dir(args.output_dir)
+  except io_utils.NotWritableError as e:
+    raise UserError(f"--output_dir: {e}") from e
+  try:
+    instructions = load_instructions(args.instructions or [default_instruction_dir()])
+  except InstructionError as e:
+    raise UserError(str(e)) from e
+  available = available_tasks(args.benchmark, args.data_dir)
+  prefix = {"mmlu": "mmlu", "bigbench_lite": "bigbench", "jsonl": "jsonl"}[args.benchmark]
+  selected = select_tasks(
+    available, args.tasks, prefix, subtask_names(args.benchmark, args.data_dir, available)
+  )
+  covered = [t for t in selected if instructions_for_task(instructions, t)]
+  if not covered:
+    patterns = sorted({p for i in instructions for p in i.tasks})
+    raise UserError(
+      f"no instruction applies to the selected task(s) ({', '.join(selected[:5])}"
+      f"{', ...' if len(selected) > 5 else ''}); the instructions given are for "
+      f"{', '.join(patterns[:8])}. Pass instructions written for these tasks, or other --tasks."
+    )
+  if args.tasks and len(covered) < len(selected):
+    missing = [t for t in selected if t not in covered]
+    print(
+      f"warning: no instruction applies to {len(missing)} selected task(s), skipped: "
+      f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
+      file=sys.stderr,
+    )
+  tasks = {t: load_examples(args.benchmark, args.data_dir, t) for t in covered}
+  try:
+    chunks = engine.plan_chunks(tasks, instructions, settings.max_examples)
+  except (InstructionError, engine.NoWorkError) as e:
+    raise UserError(str(e)) from e
+
+  if not args.mesh:
+    args.mesh = _mesh_from_gin()
+  mesh = common.mesh_from_args(args)
+  loaded = common.model_from_args(args, mesh)
+  prompt, prompt_digest = None, None
+  model_name = loaded.source
+  if args.prompt:
+    prompt = common.load_prompt(args.prompt, loaded.config.d_model)
+    prompt_digest = resume.file_digest(args.prompt)
+    model_name = f"{loaded.source}+prompt:{pathlib.Path(args.prompt).name}"
+  fp = engine.fingerprint(
+    model=loaded.source,
+    chunks=chunks,
+    settings=settings,
+    prompt_digest=prompt_digest,
+    extra={"benchmark": args.benchmark},
+  )
+  from robust_prompt.model.t5 import T5
+
+  evaluator = engine.Evaluator(
+    T5(loaded.config), loaded.params, loaded.vocab, settings, mesh=mesh, prompt=prompt
+  )
+  try:
+    result = engine.evaluate(
+      evaluator,
+      chunks,
+      output_dir,
+      model_name=model_name,
+      run_fingerprint=fp,
+      progress=not args.no_progress,
+    )
+  except resume.FingerprintMismatch as e:
+    raise UserError(str(e)) from e
+  if result.resumed_chunks:
+    print(
+      f"resumed: {result.resumed_chunks} of {result.num_chunks} (task, instruction) chunks were "
+      "already done",
+      file=sys.stderr,
+    )
+  print(
+    f"evaluated {result.num_rows} (task, instruction, example) rows over {len(covered)} task(s) "
+    f"-> {output_dir}",
+    file=sys.stderr,
+  )
+  return 0

@@ -1,0 +1,459 @@
+"""The robustness evaluation engine: every (task, instruction, example) scored, streamed, resumable.
+
+Work is split into *chunks*, one per (task, instruction), in a fixed order (tasks in the order
+given, instructions in collection order, examples in loader order). Each chunk is rendered,
+tokenized, sorted by input length and cut into batches of a few static shapes (`batching`), so
+that `jax.jit` compiles a handful of times for the whole run, not once per batch:
+
+* multiple-choice rows go through `rank.make_option_scorer` (`[B, T]` inputs, `[B, O, S]`
+  options; `T`, `O` and `S` are bucketed, `B` is fixed and filled with dummy rows);
+* generative rows (no options) are decoded greedily (`generate.greedy_decode`) and scored by
+  normalised exact match against any reference.
+
+A chunk's rows are appended to `results.jsonl` in one fsync'd write once the chunk is done;
+`resume.completed_chunks` lets a rerun skip them. Batch composition depends only on the chunk, so a
+resumed run writes exactly the bytes an uninterrupted one would.
+
+Multi-host: every process builds the same batches (the plan is deterministic), places them on the
+global mesh with `jax.make_array_from_callback` (each process supplies only its addressable
+shards of the `data` axis), and reads replicated results; only process 0 writes files. This
+follows JAX's SPMD model but has only been run on one host (with 8 CPU devices).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from robust_prompt import batching, io_utils
+from robust_prompt import vocab as vocab_lib
+from robust_prompt.data.example import Example
+from robust_prompt.eval import generate, rank, resume
+from robust_prompt.instructions.io import instructions_for_task
+from robust_prompt.instructions.render import Rendered, render
+from robust_prompt.instructions.schema import Instruction
+from robust_prompt.model.t5 import T5
+
+# Smallest buckets (powers of two above them): option counts 2, 4, 8, ...; option lengths
+# 2, 4, 8, ... (a letter + EOS is 2 tokens).
+MIN_OPTIONS_BUCKET = 2
+MIN_OPTION_LENGTH_BUCKET = 2
+
+
+class NoWorkError(ValueError):
+  """No instruction applies to any selected task."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+  """How to run the evaluation (the CLI fills it from flags and gin).
+
+  Attributes:
+    score_mode: "sum" | "mean" | "greedy_prefix" (see `rank`).
+    batch_size: rows per global batch (rounded up to a multiple of the mesh's data axis).
+    max_input_length: inputs are truncated to this many tokens (EOS kept).
+    max_target_length: options / references are truncated to this many tokens (EOS kept).
+    max_decode_length: greedy steps for generative tasks.
+    max_examples: evaluate only the first N examples of each task (None: all).
+  """
+
+  score_mode: str = "sum"
+  batch_size: int = 32
+  max_input_length: int = 1024
+  max_target_length: int = 256
+  max_decode_length: int = 32
+  max_examples: int | None = None
+
+
+def evaluate_settings(
+  score_mode: str = "sum",
+  batch_size: int = 32,
+  max_input_length: int = 1024,
+  max_target_length: int = 256,
+  max_decode_length: int = 32,
+  max_examples: int | None = None,
+) -> EvalSettings:
+  """Validated `EvalSettings` (the CLI exposes this function to gin as `evaluate`).
+
+  Raises:
+    ValueError: an unknown score mode or a non-positive size.
+  """
+  if score_mode not in rank.SCORE_MODES:
+    raise ValueError(f"score_mode {score_mode!r} is not one of {', '.join(rank.SCORE_MODES)}")
+  sizes = dict(
+    batch_size=batch_size,
+    max_input_length=max_input_length,
+    max_target_length=max_target_length,
+    max_decode_length=max_decode_length,
+  )
+  if max_examples is not None:
+    sizes["max_examples"] = max_examples
+  for name, value in sizes.items():
+    if not isinstance(value, int) or value < 1:
+      raise ValueError(f"{name} must be a positive integer, got {value!r}")
+  return EvalSettings(
+    score_mode=score_mode,
+    batch_size=batch_size,
+    max_input_length=max_input_length,
+    max_target_length=max_target_length,
+    max_decode_length=max_decode_length,
+    max_examples=max_examples,
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+  """One (task, instruction) unit of work with its rendered examples."""
+
+  task: str
+  instruction: Instruction
+  examples: tuple[Example, ...]
+  rendered: tuple[Rendered, ...]
+
+  @property
+  def key(self) -> tuple[str, str]:
+    return (self.task, self.instruction.id)
+
+
+def plan_chunks(
+  tasks: Mapping[str, Sequence[Example]],
+  instructions: Sequence[Instruction],
+  max_examples: int | None = None,
+) -> list[Chunk]:
+  """Renders every (task, instruction, example) up front, so that misfits fail before any work.
+
+  Raises:
+    InstructionError: an instruction does not fit an example of a task it claims (its message
+      names the instruction's file:line, the example and the task).
+    NoWorkError: no instruction applies to any of `tasks`.
+  """
+  chunks = []
+  for task, examples in tasks.items():
+    examples = tuple(examples[:max_examples] if max_examples is not None else examples)
+    if not examples:
+      continue
+    for instruction in instructions_for_task(instructions, task):
+      rendered = tuple(render(instruction, ex) for ex in examples)
+      chunks.append(Chunk(task, instruction, examples, rendered))
+  if not chunks:
+    patterns = sorted({p for i in instructions for p in i.tasks})
+    raise NoWorkError(
+      f"no instruction applies to the selected task(s) {sorted(tasks)[:10]}"
+      f"{' ...' if len(tasks) > 10 else ''}; the instructions are for {patterns[:10]}. "
+      "Pass instruction files written for these tasks (their `tasks` field must name or glob-match "
+      "them), or select other --tasks."
+    )
+  return chunks
+
+
+def fingerprint(
+  *,
+  model: str,
+  chunks: Sequence[Chunk],
+  settings: EvalSettings,
+  prompt_digest: str | None = None,
+  extra: Mapping[str, Any] | None = None,
+) -> dict:
+  """What identifies a run's results (`run.json`): resuming requires the same fingerprint."""
+  instructions = {c.instruction.id: c.instruction for c in chunks}
+  return {
+    "model": model,
+    "prompt": prompt_digest,
+    "tasks": sorted({c.task for c in chunks}),
+    "instructions": resume.digest([instructions[i].to_json_dict() for i in sorted(instructions)]),
+    "num_instructions": len(instructions),
+    "score_mode": settings.score_mode,
+    "max_examples": settings.max_examples,
+    "max_input_length": settings.max_input_length,
+    "max_target_length": settings.max_target_length,
+    "max_decode_length": settings.max_decode_length,
+    **dict(extra or {}),
+  }
+
+
+class Evaluator:
+  """Scores chunks with jitted, bucketed, sharded steps.
+
+  Args:
+    model: the T5 module; params: its parameter tree (placed on `mesh` when given).
+    vocab: the model's vocabulary.
+    settings: see `EvalSettings`.
+    mesh: a `Mesh(data, model)` or None (default device).
+    prompt: optional soft prompt `[P, H]`.
+  """
+
+  def __init__(self, model: T5, params, vocab, settings: EvalSettings, *, mesh=None, prompt=None):
+    self.model = model
+    self.params = params
+    self.vocab = vocab
+    self.settings = settings
+    self.mesh = mesh
+    data = int(dict(mesh.shape).get("data", 1)) if mesh is not None else 1
+    self.batch_size = -(-settings.batch_size // data) * data
+    if mesh is not None:
+      from jax.sharding import NamedSharding, PartitionSpec
+
+      self._batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+      self._replicated = NamedSharding(mesh, PartitionSpec())
+    else:
+      self._batch_sharding = self._replicated = None
+    self.prompt = None if prompt is None else self._place(np.asarray(prompt, np.float32), False)
+    self.score_fn = rank.make_option_scorer(
+      model, settings.score_mode, out_shardings=self._replicated
+    )
+    self.decode_fn = generate.make_generator(
+      model, settings.max_decode_length, out_shardings=self._replicated
+    )
+    # (kind, *shape) of every step run: the compilations to expect (see tests).
+    self.shapes: set[tuple] = set()
+
+  # -- placement ---------------------------------------------------------------------------------
+
+  def _place(self, array: np.ndarray, batched: bool = True) -> jax.Array:
+    """Puts a host array (identical on every process) onto the mesh: batch axis on `data`."""
+    if self.mesh is None:
+      return jax.device_put(array)
+    sharding = self._batch_sharding if batched else self._replicated
+    return jax.make_array_from_callback(array.shape, sharding, lambda idx: array[idx])
+
+  def _run(self, fn, *args):
+    """Runs `fn` under the mesh and returns host numpy (blocking: see the 2-core note)."""
+    if self.mesh is None:
+      out = fn(*args)
+    else:
+      from robust_prompt import partitioning
+
+      with partitioning.mesh_context(self.mesh):
+        out = fn(*args)
+    return np.asarray(jax.device_get(jax.block_until_ready(out)))
+
+  # -- chunks ------------------------------------------------------------------------------------
+
+  def _inputs(self, chunk: Chunk) -> list[list[int]]:
+    texts = [r.inputs for r in chunk.rendered]
+    return vocab_lib.encode_inputs(self.vocab, texts, self.settings.max_input_length)
+
+  def score_chunk(self, chunk: Chunk, model_name: str) -> list[dict]:
+    """Scores one (task, instruction) chunk; returns its results rows in example order.
+
+    Batches hold examples of similar input length (bucketed `T`); the option count `O` and
+    option length `S` are bucketed once for the whole chunk (powers of two), so that a chunk
+    costs at most one compilation per input-length bucket.
+    """
+    inputs = self._inputs(chunk)
+    plans = batching.plan_batches(
+      [len(x) for x in inputs], self.batch_size, max_len=self.settings.max_input_length
+    )
+    options = [
+      vocab_lib.encode_targets(self.vocab, r.options, self.settings.max_target_length)
+      if r.options
+      else []
+      for r in chunk.rendered
+    ]
+    lengths = [len(t) for opts in options for t in opts]
+    num_o = _pow2_bucket(max(map(len, options)), MIN_OPTIONS_BUCKET)
+    num_s = min(
+      _pow2_bucket(max(lengths, default=1), MIN_OPTION_LENGTH_BUCKET),
+      max(self.settings.max_target_length, max(lengths, default=1)),
+    )
+    outputs: list[Any] = [None] * len(inputs)
+    for plan in plans:
+      length = plan.length  # batching's buckets: 16, 24, 32, 48, 64, ... (<= 1/3 padding)
+      mc = [i for i in plan.indices if options[i]]
+      gen = [i for i in plan.indices if not options[i]]
+      if mc:
+        scores = self._score_options(inputs, options, mc, length, num_o, num_s)
+        for i, row_scores in zip(mc, scores):
+          outputs[i] = row_scores
+      if gen:
+        for i, text in zip(gen, self._generate(inputs, gen, length)):
+          outputs[i] = text
+    return [
+      make_row(model_name, chunk, ex, r, out)
+      for ex, r, out in zip(chunk.examples, chunk.rendered, outputs)
+    ]
+
+  def _score_options(self, inputs, options, rows, length, num_o, num_s) -> list[np.ndarray]:
+    """Option scores `[O_i]` of `rows` (one batch) via the jitted scorer."""
+    b = self.batch_size
+    ids, mask = batching.pad_batch([inputs[i] for i in rows], length, batch_size=b)
+    option_ids = np.zeros((b, num_o, num_s), np.int32)
+    option_mask = np.zeros((b, num_o, num_s), np.int32)
+    for r, i in enumerate(rows):
+      for o, toks in enumerate(options[i]):
+        option_ids[r, o, : len(toks)] = toks
+        option_mask[r, o, : len(toks)] = 1
+    self.shapes.add(("options", b, length, num_o, num_s))
+    scores = self._run(
+      self.score_fn,
+      self.params,
+      self._place(ids),
+      self._place(mask),
+      self._place(option_ids),
+      self._place(option_mask),
+      self.prompt,
+    )
+    return [scores[r, : len(options[i])] for r, i in enumerate(rows)]
+
+  def _generate(self, inputs, rows, length) -> list[str]:
+    """Greedy generations (text before EOS) of `rows` (one batch)."""
+    ids, mask = batching.pad_batch([inputs[i] for i in rows], length, batch_size=self.batch_size)
+    self.shapes.add(("generate", self.batch_size, length))
+    tokens = self._run(
+      self.decode_fn, self.params, self._place(ids), self._place(mask), self.prompt
+    )
+    return [self.vocab.decode(generate.strip_after_eos(tokens[r])) for r in range(len(rows))]
+
+
+def _pow2_bucket(n: int, minimum: int) -> int:
+  """The smallest power of two >= max(n, minimum)."""
+  bucket = max(int(minimum), 1)
+  while bucket < n:
+    bucket *= 2
+  return bucket
+
+
+def _gold(rendered: Rendered):
+  if rendered.options:
+    return rendered.answer if len(rendered.correct) <= 1 else list(rendered.correct)
+  return rendered.targets[0] if len(rendered.targets) == 1 else list(rendered.targets)
+
+
+def make_row(model_name: str, chunk: Chunk, example: Example, rendered: Rendered, output) -> dict:
+  """One results row (design.md's results table)."""
+  if rendered.options:
+    scores = [float(s) for s in np.asarray(output, np.float32)]
+    prediction: int | str = rank.predict(np.asarray(scores), len(scores))
+    correct = prediction in rendered.correct
+  else:
+    scores = []
+    prediction = str(output)
+    correct = generate.exact_match(prediction, rendered.targets)
+  return {
+    "model": model_name,
+    "task": chunk.task,
+    "instruction_id": chunk.instruction.id,
+    "split": chunk.instruction.split,
+    "source": chunk.instruction.source,
+    "example_id": example.id,
+    "option_scores": scores,
+    "prediction": prediction,
+    "gold": _gold(rendered),
+    "correct": bool(correct),
+  }
+
+
+@dataclasses.dataclass
+class EvalResult:
+  """What `evaluate` produced."""
+
+  output_dir: pathlib.Path
+  num_rows: int
+  num_chunks: int
+  resumed_chunks: int
+  files: dict[str, pathlib.Path]
+
+
+def evaluate(
+  evaluator: Evaluator,
+  chunks: Sequence[Chunk],
+  output_dir: str | os.PathLike,
+  *,
+  model_name: str,
+  run_fingerprint: Mapping[str, Any],
+  progress: bool = True,
+  write_reports: bool = True,
+) -> EvalResult:
+  """Runs (or resumes) the evaluation of `chunks` into `output_dir`.
+
+  Writes `run.json`, streams `results.jsonl` (one fsync'd append per chunk), then the reports
+  (`per_instruction.csv`, `summary.json`, `report.md`, `report.html`) atomically. Only process 0
+  touches the disk.
+
+  Raises:
+    resume.FingerprintMismatch: `output_dir` holds results of another set-up.
+    io_utils.NotWritableError: `output_dir` cannot be written.
+  """
+  main = jax.process_index() == 0
+  output_dir = pathlib.Path(output_dir)
+  results_path = output_dir / resume.RESULTS_FILE
+  done, error = 0, None
+  if main:
+    try:
+      io_utils.check_writable_dir(output_dir)
+      resume.check_fingerprint(output_dir, dict(run_fingerprint))
+      done = resume.completed_chunks(results_path, [(c.key, len(c.examples)) for c in chunks])
+    except Exception as e:  # re-raised below, after telling the other processes to stop
+      error, done = e, -1
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    done = int(multihost_utils.broadcast_one_to_all(np.int32(done)))
+  if error is not None:
+    raise error
+  if done < 0:
+    raise RuntimeError("process 0 could not prepare the output directory (see its error)")
+  if main and not results_path.exists():
+    results_path.touch()
+  total = sum(len(c.examples) for c in chunks)
+  bar = _progress_bar(total, sum(len(c.examples) for c in chunks[:done]), progress and main)
+  last_chunk = {c.task: i for i, c in enumerate(chunks)}  # a task is done after its last chunk
+  try:
+    for i, chunk in enumerate(chunks[done:], start=done):
+      rows = evaluator.score_chunk(chunk, model_name)
+      if main:
+        io_utils.append_jsonl(results_path, rows)
+      if bar is not None:
+        tasks_done = sum(last <= i for last in last_chunk.values())
+        bar.set_postfix_str(
+          f"tasks {tasks_done}/{len(last_chunk)}, (task, instruction) {i + 1}/{len(chunks)}",
+          refresh=False,
+        )
+        bar.update(len(rows))
+  finally:
+    if bar is not None:
+      bar.close()
+  files = {"results": results_path, "run": output_dir / resume.RUN_FILE}
+  if main and write_reports:
+    texts = {c.instruction.id: c.instruction.template for c in chunks}
+    files.update(write_report_files(output_dir, io_utils.read_jsonl(results_path), texts))
+  return EvalResult(output_dir, total, len(chunks), done, files)
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+  if not enabled:
+    return None
+  from tqdm.auto import tqdm
+
+  return tqdm(total=total, initial=initial, desc="eval", unit="ex", dynamic_ncols=True)
+
+
+def write_report_files(
+  output_dir: pathlib.Path, rows: list[dict], instruction_texts: Mapping[str, str] | None = None
+) -> dict[str, pathlib.Path]:
+  """per_instruction.csv, summary.json, report.md and report.html (+ plots) from results rows."""
+  from robust_prompt.eval import report, summary, tables
+
+  tabs = tables.tables_from_results(rows)
+  per_instruction = tables.per_instruction_rows(tabs)
+  paths = {
+    "per_instruction": output_dir / "per_instruction.csv",
+    "summary": output_dir / "summary.json",
+  }
+  tables.write_per_instruction_csv(paths["per_instruction"], per_instruction)
+  summaries = summary.summarize(tabs, instruction_texts=instruction_texts)
+  summary.write_summary(paths["summary"], summaries)
+  sections = [
+    (model, summ, [r for r in per_instruction if r["model"] == model])
+    for model, summ in summaries.items()
+  ]
+  written = report.write_report(output_dir, sections)
+  paths["report_md"] = written["report.md"]
+  paths["report_html"] = written["report.html"]
+  return paths

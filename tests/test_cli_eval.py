@@ -1,0 +1,217 @@
+"""`robust-prompt eval` from the command line: gin + flags, benchmarks, and clear errors."""
+
+import json
+import pathlib
+
+import pytest
+from conftest import make_tiny_hf_t5
+
+MMLU_INSTRUCTIONS = [
+  {
+    "id": "obs_letters",
+    "tasks": ["mmlu:*"],
+    "template": "{question}\n{options}\nAnswer:",
+    "options_format": "letters",
+    "answer_space": "letters",
+    "split": "observed",
+    "source": "flan_v2",
+  },
+  {
+    "id": "unobs_letters",
+    "tasks": ["mmlu:*"],
+    "template": "Pick the right letter. {question}\n{options}",
+    "options_format": "letters",
+    "answer_space": "letters",
+    "split": "unobserved",
+    "source": "human",
+  },
+]
+BB_INSTRUCTIONS = [
+  {
+    "id": "bb_obs",
+    "tasks": ["bigbench:*"],
+    "template": "{input}\n{options}",
+    "options_format": "newline",
+    "answer_space": "option_text",
+    "split": "observed",
+    "source": "flan_v2",
+  },
+  {
+    "id": "bb_unobs",
+    "tasks": ["bigbench:*"],
+    "template": "Answer: {input} ({options})",
+    "options_format": "inline",
+    "answer_space": "option_text",
+    "split": "unobserved",
+    "source": "human",
+  },
+]
+
+
+def write_jsonl(path: pathlib.Path, records) -> pathlib.Path:
+  path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+  return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, spiece_path):
+  return make_tiny_hf_t5(tmp_path_factory.mktemp("tiny_cli"), "t5_1_1", spiece_path)
+
+
+def run_cli(argv, capsys):
+  from robust_prompt.cli import main as cli_main
+
+  capsys.readouterr()
+  code = cli_main.main(argv)
+  captured = capsys.readouterr()
+  return code, captured.err
+
+
+def test_gin_file_bindings_and_flags(tiny_model_dir, mmlu_dir, tmp_path, capsys):
+  instructions = write_jsonl(tmp_path / "mmlu.jsonl", MMLU_INSTRUCTIONS)
+  base = [
+    "eval", "--model", str(tiny_model_dir), "--benchmark", "mmlu", "--data_dir", str(mmlu_dir),
+    "--instructions", str(instructions), "--tasks", "mmlu:anat*", "--no_progress",
+    "--gin_file", "test/eval_tiny.gin",
+  ]  # fmt: skip
+  # gin alone: eval_tiny.gin's 3 examples, the binding's score mode.
+  out = tmp_path / "gin"
+  code, err = run_cli([*base, "--output_dir", str(out), "--gin.evaluate.score_mode='mean'"], capsys)
+  assert code == 0, err
+  run = json.loads((out / "run.json").read_text())
+  assert (run["score_mode"], run["max_examples"], run["max_input_length"]) == ("mean", 3, 256)
+  assert len((out / "results.jsonl").read_text().splitlines()) == 2 * 3
+  # Flags win over gin.
+  out = tmp_path / "flags"
+  argv = [*base, "--output_dir", str(out), "--gin.evaluate.score_mode='mean'"]
+  code, err = run_cli([*argv, "--score_mode", "sum", "--max_examples", "2"], capsys)
+  assert code == 0, err
+  run = json.loads((out / "run.json").read_text())
+  assert (run["score_mode"], run["max_examples"]) == ("sum", 2)
+  rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+  assert len(rows) == 2 * 2 and {r["task"] for r in rows} == {"mmlu:anatomy"}
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["tasks"]["mmlu:anatomy"]["gap"]["value"] is not None
+
+
+def test_bigbench_lite_with_a_mesh(tiny_model_dir, bigbench_lite_dir, tmp_path, capsys):
+  instructions = write_jsonl(tmp_path / "bb.jsonl", BB_INSTRUCTIONS)
+  out = tmp_path / "bb"
+  argv = [
+    "eval", "--model", str(tiny_model_dir), "--benchmark", "bigbench_lite",
+    "--data_dir", str(bigbench_lite_dir), "--instructions", str(instructions),
+    "--output_dir", str(out), "--tasks", "strategyqa", "--max_examples", "2",
+    "--batch_size", "4", "--mesh", "data=2,model=2", "--no_progress",
+  ]  # fmt: skip
+  code, err = run_cli(argv, capsys)
+  assert code == 0, err
+  rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+  assert [(r["task"], r["instruction_id"]) for r in rows] == [
+    ("bigbench:strategyqa", "bb_obs"),
+    ("bigbench:strategyqa", "bb_obs"),
+    ("bigbench:strategyqa", "bb_unobs"),
+    ("bigbench:strategyqa", "bb_unobs"),
+  ]
+  assert all(len(r["option_scores"]) == 2 for r in rows)  # strategyqa: Yes / No
+  for name in ("per_instruction.csv", "summary.json", "report.md", "report.html"):
+    assert (out / name).is_file()
+
+
+# -- errors (all found before the model is loaded: --model need not even exist) -----------------
+
+
+def _argv(tmp_path, benchmark, data_dir, instructions, *extra, out=None):
+  return [
+    "eval", "--model", str(tmp_path / "no_such_model"), "--benchmark", benchmark,
+    "--data_dir", str(data_dir), "--instructions", str(instructions),
+    "--output_dir", str(out or tmp_path / "out"), *extra,
+  ]  # fmt: skip
+
+
+def test_unknown_task_lists_close_matches(mmlu_dir, tmp_path, capsys):
+  instructions = write_jsonl(tmp_path / "mmlu.jsonl", MMLU_INSTRUCTIONS)
+  code, err = run_cli(
+    _argv(tmp_path, "mmlu", mmlu_dir, instructions, "--tasks", "anatomyy"), capsys
+  )
+  assert code == 1
+  assert "unknown task 'anatomyy'" in err and "mmlu:anatomy" in err
+  assert "Traceback" not in err
+
+
+def test_instruction_that_does_not_fit_names_file_line_and_task(tmp_path, capsys):
+  data = tmp_path / "data"
+  data.mkdir()
+  write_jsonl(
+    data / "qa.jsonl", [{"id": "q1", "question": "2+2?", "options": ["3", "4"], "answer": 1}]
+  )
+  bad = dict(
+    MMLU_INSTRUCTIONS[0],
+    id="needs_context",
+    tasks=["jsonl:*"],
+    template="{context} {question} {options}",
+  )
+  instructions = write_jsonl(
+    tmp_path / "jsonl_instr.jsonl", [dict(bad, id="fine", template="{question} {options}"), bad]
+  )
+  code, err = run_cli(_argv(tmp_path, "jsonl", data, instructions), capsys)
+  assert code == 1
+  assert f"{instructions}:2:" in err  # the offending line
+  assert "needs_context" in err and "jsonl:qa" in err and "{context}" in err
+
+
+def test_unwritable_output_dir(mmlu_dir, tmp_path, capsys):
+  instructions = write_jsonl(tmp_path / "mmlu.jsonl", MMLU_INSTRUCTIONS)
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a directory")
+  out = blocker / "out"
+  code, err = run_cli(_argv(tmp_path, "mmlu", mmlu_dir, instructions, out=out), capsys)
+  assert code == 1
+  assert "--output_dir" in err and str(out) in err
+
+
+def test_no_instruction_applies(mmlu_dir, tmp_path, capsys):
+  instructions = write_jsonl(tmp_path / "bb.jsonl", BB_INSTRUCTIONS)
+  code, err = run_cli(_argv(tmp_path, "mmlu", mmlu_dir, instructions, "--tasks", "anatomy"), capsys)
+  assert code == 1
+  assert "no instruction applies" in err and "mmlu:anatomy" in err and "bigbench:*" in err
+
+
+def test_soft_prompt_flag(tiny_model_dir, mmlu_dir, tmp_path, capsys):
+  import numpy as np
+
+  instructions = write_jsonl(tmp_path / "mmlu.jsonl", MMLU_INSTRUCTIONS)
+  prompt = tmp_path / "prompt.npy"
+  np.save(prompt, np.random.default_rng(0).normal(size=(3, 32)).astype(np.float32))
+  outs = {}
+  for name, extra in (("base", []), ("prompted", ["--prompt", str(prompt)])):
+    outs[name] = tmp_path / name
+    argv = [
+      "eval", "--model", str(tiny_model_dir), "--benchmark", "mmlu", "--data_dir", str(mmlu_dir),
+      "--instructions", str(instructions), "--output_dir", str(outs[name]), "--tasks", "anatomy",
+      "--max_examples", "2", "--batch_size", "4", "--no_progress", *extra,
+    ]  # fmt: skip
+    code, err = run_cli(argv, capsys)
+    assert code == 0, err
+  read = lambda out: [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]  # noqa: E731
+  base, prompted = read(outs["base"]), read(outs["prompted"])
+  assert prompted[0]["model"] == f"{tiny_model_dir}+prompt:prompt.npy"
+  assert json.loads((outs["prompted"] / "run.json").read_text())["prompt"] is not None
+  assert any(a["option_scores"] != b["option_scores"] for a, b in zip(base, prompted))
+
+
+def test_task_selection_names_globs_and_subtasks(bigbench_lite_dir):
+  from robust_prompt.cli import eval as eval_cli
+  from robust_prompt.cli.gin_utils import UserError
+
+  available = eval_cli.available_tasks("bigbench_lite", str(bigbench_lite_dir))
+  subtasks = eval_cli.subtask_names("bigbench_lite", str(bigbench_lite_dir), available)
+  select = lambda *p: eval_cli.select_tasks(available, list(p), "bigbench", subtasks)  # noqa: E731
+  assert select("strategyqa", "bigbench:winowhy") == ["bigbench:strategyqa", "bigbench:winowhy"]
+  assert select("bbq*") == ["bigbench:bbq_lite_json"]  # a task glob does not add its subtasks
+  assert select("bbq_lite_json:age_*") == [
+    "bigbench:bbq_lite_json:age_ambig",
+    "bigbench:bbq_lite_json:age_disambig",
+  ]
+  assert eval_cli.select_tasks(available, None, "bigbench", subtasks) == available
+  with pytest.raises(UserError, match="Did you mean: bigbench:strategyqa"):
+    select("stratgyqa")
