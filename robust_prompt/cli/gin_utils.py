@@ -1,12 +1,26 @@
-"""gin handling for the CLI, following T5X: `--gin_file` (repeatable) and `--gin.NAME=value`."""
+"""gin handling for the CLI, following T5X: `--gin_file` (repeatable) and `--gin.NAME=value`.
+
+Library code never imports gin (T5X's `train.py` pattern): the CLI registers library classes as
+external configurables here, parses the user's gin files and bindings, and reads the macros it
+needs (e.g. `MODEL_CONFIG`, bound by the model gin files in `gin_configs/models/`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import pathlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+  from robust_prompt.model.config import T5Config
 
 GIN_CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[2] / "gin_configs"
+
+# The macro a model gin file binds to its architecture: `MODEL_CONFIG = @T5Config()`.
+MODEL_CONFIG_MACRO = "MODEL_CONFIG"
+
+_REGISTERED = False
 
 
 class UserError(Exception):
@@ -55,14 +69,66 @@ def add_gin_arguments(parser: argparse.ArgumentParser) -> None:
   )
 
 
-def parse_gin(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()):
-  """Parses gin files and bindings (after the caller registered its configurables)."""
+def register_configurables() -> None:
+  """Registers the library classes that every gin file may reference (idempotent).
+
+  `T5Config` is registered under its bare name so that model gin files read like T5X's:
+  `T5Config.d_model = 512` and `MODEL_CONFIG = @T5Config()`.
+  """
+  global _REGISTERED
+  if _REGISTERED:
+    return
   import gin
 
+  from robust_prompt.model.config import T5Config
+
+  gin.external_configurable(T5Config, name="T5Config")
+  _REGISTERED = True
+
+
+def parse_gin(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()):
+  """Parses gin files and bindings (after the caller registered its configurables).
+
+  Bindings from an earlier call in the same process are cleared first: one command, one config.
+  """
+  import gin
+
+  gin.clear_config()
   for path in [str(GIN_CONFIGS_DIR), *search_paths]:
     gin.add_config_file_search_path(path)
   try:
     gin.parse_config_files_and_bindings(list(gin_files), list(bindings), finalize_config=False)
-  except (OSError, ValueError) as e:
+  except (OSError, ValueError, NameError, SyntaxError) as e:
     raise UserError(f"could not parse gin config: {e}") from e
   return gin
+
+
+def query_macro(name: str, default: Any = None) -> Any:
+  """Returns the value of the gin macro `name` (evaluating `@fn()` references), or `default`."""
+  import gin
+
+  try:
+    value = gin.query_parameter(f"%{name}")
+  except ValueError:
+    return default
+  if isinstance(value, gin.config.ConfigurableReference) and value.evaluate:
+    try:
+      return value.scoped_configurable_fn()
+    except (TypeError, ValueError) as e:
+      raise UserError(f"gin macro {name} = {value!r} could not be evaluated: {e}") from e
+  return value
+
+
+def model_config_from_gin() -> T5Config | None:
+  """The `T5Config` bound to `MODEL_CONFIG` by the parsed gin files, or None if none was bound."""
+  from robust_prompt.model.config import T5Config
+
+  config = query_macro(MODEL_CONFIG_MACRO)
+  if config is None:
+    return None
+  if not isinstance(config, T5Config):
+    raise UserError(
+      f"gin macro {MODEL_CONFIG_MACRO} must be a T5Config (e.g. `{MODEL_CONFIG_MACRO} = "
+      f"@T5Config()`), got {type(config).__name__}: {config!r}"
+    )
+  return config

@@ -1,0 +1,97 @@
+"""Helpers shared by the benchmarks: model sizes, MMLU questions, thread settings, timing.
+
+Nothing here imports TensorFlow or seqio, so `jax_versions.py` can run it in a bare jax+flax
+virtual environment.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import pathlib
+import statistics
+import time
+from collections.abc import Callable
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHARED = REPO_ROOT.parent / "shared"
+MMLU_TEST_DIR = SHARED / "data" / "mmlu" / "test"
+SPIECE = SHARED / "fixtures" / "t5_spiece.model"
+
+# Architectures as Hugging Face `T5Config` keyword arguments (random weights: only speed matters).
+HF_SIZES = {
+  # T5 1.0 small: ReLU MLP, tied embeddings.
+  "t5-small": dict(
+    d_model=512,
+    d_kv=64,
+    d_ff=2048,
+    num_layers=6,
+    num_decoder_layers=6,
+    num_heads=8,
+    feed_forward_proj="relu",
+    tie_word_embeddings=True,
+  ),
+  # T5 1.1 / Flan-T5 small: gated-GELU, untied output layer.
+  "t5-1.1-small": dict(
+    d_model=512,
+    d_kv=64,
+    d_ff=1024,
+    num_layers=8,
+    num_decoder_layers=8,
+    num_heads=6,
+    feed_forward_proj="gated-gelu",
+    tie_word_embeddings=False,
+  ),
+}
+VOCAB_SIZE = 32128
+
+
+def cpu_threads() -> int:
+  """The CPU threads both frameworks get: every core (XLA's CPU thread pool uses every core and
+  has no flag to shrink it, so PyTorch is given the same with `torch.set_num_threads`)."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def mmlu_questions(
+  limit: int, data_dir: pathlib.Path = MMLU_TEST_DIR
+) -> list[tuple[str, list[str]]]:
+  """The first `limit` MMLU test questions, cycling through subjects in name order.
+
+  Returns:
+    (input text, 4 option texts) per question; the input renders the question and the options
+    the usual way ("question\\nA. ...\\nB. ...\\nAnswer:"), the targets are the option texts.
+  """
+  if not data_dir.is_dir():
+    raise SystemExit(f"needs the MMLU test CSVs in {data_dir} (../shared beside the checkout)")
+  per_subject = []
+  for path in sorted(data_dir.glob("*_test.csv")):
+    with open(path, newline="", encoding="utf-8") as f:
+      per_subject.append([row for row in csv.reader(f) if len(row) == 6])
+  out: list[tuple[str, list[str]]] = []
+  i = 0
+  while len(out) < limit and any(i < len(rows) for rows in per_subject):
+    for rows in per_subject:
+      if i < len(rows) and len(out) < limit:
+        question, *options, _ = rows[i]
+        lines = [question] + [f"{letter}. {o}" for letter, o in zip("ABCD", options)]
+        out.append(("\n".join(lines) + "\nAnswer:", list(options)))
+    i += 1
+  return out
+
+
+def timed(fn: Callable[[], object], repeats: int) -> list[float]:
+  """Wall-clock seconds of `repeats` calls of `fn`."""
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def summarize(times: list[float]) -> str:
+  if len(times) == 1:
+    return f"{times[0]:.2f}s"
+  return f"median {statistics.median(times):.2f}s (min {min(times):.2f}, max {max(times):.2f})"

@@ -1,0 +1,167 @@
+"""Flags and helpers shared by the sub-commands that run a model (score, eval, train, ...).
+
+`add_model_arguments` gives every such command the same flags; `mesh_from_args`,
+`model_from_args` and `load_prompt` turn them into a mesh, a `LoadedModel` and a soft prompt,
+converting library errors into `UserError`s that say what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from robust_prompt.cli import gin_utils
+from robust_prompt.cli.gin_utils import UserError
+
+if TYPE_CHECKING:
+  from jax.sharding import Mesh
+
+  from robust_prompt.checkpoints.resolve import LoadedModel
+
+DTYPES = ("float32", "bfloat16")
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_MAX_INPUT_LENGTH = 1024
+DEFAULT_MAX_TARGET_LENGTH = 256
+
+
+def positive_int(text: str) -> int:
+  """argparse type: an integer >= 1."""
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+  return value
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, batch_size: int = DEFAULT_BATCH_SIZE):
+  """Adds --model, --vocab, --dtype, --mesh, --prompt, --batch_size and the length limits."""
+  group = parser.add_argument_group("model")
+  group.add_argument(
+    "--model",
+    required=True,
+    help="a Hugging Face hub id (google/flan-t5-small), a Hugging Face model directory, a T5X "
+    "checkpoint directory (.../checkpoint_N; also pass --gin_file models/<size>.gin and --vocab) "
+    "or a robust-prompt orbax checkpoint directory",
+  )
+  group.add_argument(
+    "--vocab",
+    default=None,
+    help="vocabulary: a spiece.model, a tokenizer.json, or a directory holding one (default: the "
+    "one stored with the model)",
+  )
+  group.add_argument(
+    "--dtype",
+    choices=DTYPES,
+    default="float32",
+    help="activation dtype (parameters stay float32); bfloat16 is faster on TPU/GPU",
+  )
+  group.add_argument(
+    "--mesh",
+    default=None,
+    help='device mesh "data=D,model=M" (either may be -1: all remaining devices); default: all '
+    "devices on the data axis",
+  )
+  group.add_argument(
+    "--prompt",
+    default=None,
+    help="a trained soft prompt (.npy of shape [P, d_model]) prepended to every input",
+  )
+  group.add_argument(
+    "--batch_size",
+    type=positive_int,
+    default=batch_size,
+    help=f"inputs per device batch, summed over the data axis (default {batch_size})",
+  )
+  group.add_argument(
+    "--max_input_length",
+    type=positive_int,
+    default=DEFAULT_MAX_INPUT_LENGTH,
+    help="inputs longer than this (in tokens, EOS included) are truncated, keeping EOS "
+    f"(default {DEFAULT_MAX_INPUT_LENGTH})",
+  )
+  group.add_argument(
+    "--max_target_length",
+    type=positive_int,
+    default=DEFAULT_MAX_TARGET_LENGTH,
+    help=f"targets longer than this are truncated, keeping EOS (default {DEFAULT_MAX_TARGET_LENGTH})",
+  )
+
+
+def mesh_from_args(args: argparse.Namespace) -> Mesh:
+  """The `Mesh(data, model)` that `--mesh` asks for (default: every device on `data`)."""
+  from robust_prompt import partitioning
+
+  spec = getattr(args, "mesh", None) or "data=-1,model=1"
+  try:
+    data, model = partitioning.parse_mesh_spec(spec)
+    return partitioning.make_mesh(data, model)
+  except ValueError as e:
+    raise UserError(f"--mesh {spec!r}: {e}") from e
+
+
+def data_axis_size(mesh: Mesh | None) -> int:
+  """How many ways the batch is split (the size of the mesh's `data` axis; 1 without a mesh)."""
+  if mesh is None:
+    return 1
+  return int(dict(mesh.shape).get("data", 1))
+
+
+def model_from_args(args: argparse.Namespace, mesh: Mesh | None = None) -> LoadedModel:
+  """Loads `--model` onto `mesh`, with the gin `MODEL_CONFIG` (if any) and `--vocab`/`--dtype`.
+
+  Call after `gin_utils.parse_gin` when the command uses gin (a T5X checkpoint carries no
+  architecture: `--gin_file models/t5_1_1_small.gin` supplies it).
+  """
+  from robust_prompt.checkpoints.resolve import load_model
+
+  config = None
+  if getattr(args, "gin_file", None) or getattr(args, "gin_bindings", None):
+    config = gin_utils.model_config_from_gin()
+  try:
+    return load_model(
+      args.model,
+      mesh=mesh,
+      config=config,
+      vocab_path=getattr(args, "vocab", None),
+      dtype=getattr(args, "dtype", None),
+    )
+  except (FileNotFoundError, NotADirectoryError, ValueError, KeyError) as e:
+    raise UserError(f"could not load --model {args.model!r}: {_message(e)}") from e
+
+
+def load_prompt(path: str | os.PathLike, d_model: int) -> np.ndarray:
+  """Reads a soft prompt `.npy` and checks it fits the model.
+
+  Returns:
+    prompt: [P, H] float32 with P >= 1 and H == d_model.
+
+  Raises:
+    UserError: the file is missing, is not a `.npy` array, is not 2-D, is empty, or has a width
+      other than the model's `d_model`.
+  """
+  from robust_prompt.train import prompt as prompt_lib
+
+  try:
+    value = prompt_lib.load_prompt(path, width=d_model)
+  except (FileNotFoundError, ValueError, OSError) as e:
+    raise UserError(f"--prompt: {_message(e)}") from e
+  if value.shape[0] == 0:
+    raise UserError(
+      f"--prompt: {path} holds an empty prompt (shape {tuple(value.shape)}); a soft prompt needs "
+      "at least one vector: pass the .npy written by `robust-prompt train`"
+    )
+  if not np.all(np.isfinite(value)):
+    raise UserError(f"--prompt: {path} holds NaN or infinite values; the prompt is corrupt")
+  return value
+
+
+def _message(e: BaseException) -> str:
+  # KeyError's str() is the repr of its key; the others read well as they are.
+  if isinstance(e, KeyError) and e.args:
+    return str(e.args[0])
+  return str(e)
