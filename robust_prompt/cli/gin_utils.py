@@ -8,6 +8,7 @@ needs (e.g. `MODEL_CONFIG`, bound by the model gin files in `gin_configs/models/
 from __future__ import annotations
 
 import argparse
+import logging
 import pathlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -96,11 +97,22 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str], search_paths: S
   gin.clear_config()
   for path in [str(GIN_CONFIGS_DIR), *search_paths]:
     gin.add_config_file_search_path(path)
+  # gin first tries every include as a Python-package resource and logs "ERROR ... Path not
+  # found" for each miss before it finds the file on the search path: noise, not an error.
+  quiet = _DropGinPathNotFound()
+  logging.getLogger().addFilter(quiet)
   try:
     gin.parse_config_files_and_bindings(list(gin_files), list(bindings), finalize_config=False)
   except (OSError, ValueError, NameError, SyntaxError) as e:
     raise UserError(f"could not parse gin config: {e}") from e
+  finally:
+    logging.getLogger().removeFilter(quiet)
   return gin
+
+
+class _DropGinPathNotFound(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno == logging.ERROR and str(record.msg).startswith("Path not found"))
 
 
 def query_macro(name: str, default: Any = None) -> Any:

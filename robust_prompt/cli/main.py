@@ -62,6 +62,45 @@ def _start_distributed(args: argparse.Namespace) -> None:
     raise gin_utils.UserError(str(e)) from e
 
 
+# Lines TensorFlow's C++ runtime prints at import (before its logging is configured, so that
+# TF_CPP_MIN_LOG_LEVEL cannot silence them). They say nothing useful to a user of this tool.
+_TF_IMPORT_NOISE = (
+  "All log messages before absl::InitializeLog()",
+  "oneDNN custom operations are on",
+  "Could not find cuda drivers",
+  "Unable to register cu",
+  "This TensorFlow binary is optimized",
+  "To enable the following instructions",
+)
+
+
+def _import_tensorflow_quietly() -> None:
+  """Imports TensorFlow (seqio needs it) with its start-up chatter removed from stderr.
+
+  Everything else TensorFlow prints while importing (a real error, say) is passed on unchanged.
+  """
+  import os
+  import tempfile
+
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile(mode="w+b") as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      import tensorflow  # noqa: F401
+    except ImportError:
+      pass  # the command that needs it reports the problem itself
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+    captured.seek(0)
+    text = captured.read().decode("utf-8", "replace")
+  kept = [line for line in text.splitlines() if not any(n in line for n in _TF_IMPORT_NOISE)]
+  if kept:
+    print("\n".join(kept), file=sys.stderr)
+
+
 def _command_module(name: str):
   return importlib.import_module(f"robust_prompt.cli.{name}")
 
@@ -100,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(f"`{args.command}` takes no --gin.NAME=value flags (got {gin_bindings[0]!r})")
   try:
     if args.command in DISTRIBUTED_COMMANDS:
+      _import_tensorflow_quietly()
       _start_distributed(args)
     return int(module.run(args) or 0)
   except gin_utils.UserError as e:
