@@ -22,6 +22,8 @@ class DistributedSpec:
     num_processes: total processes, or None to detect.
     process_id: this process's id in [0, num_processes), or None to detect.
     local_device_ids: devices of this host to use (e.g. one GPU per process under SLURM).
+    initialization_timeout: seconds to wait for all processes to join before failing (a missing
+      worker otherwise stalls the whole pod silently).
   """
 
   mode: str = "auto"
@@ -29,6 +31,7 @@ class DistributedSpec:
   num_processes: int | None = None
   process_id: int | None = None
   local_device_ids: tuple[int, ...] | None = None
+  initialization_timeout: int = 300
 
 
 def _env_int(name: str) -> int | None:
@@ -74,11 +77,19 @@ def maybe_initialize(spec: DistributedSpec) -> bool:
       "--coordinator_address needs --num_processes and --process_id (or ROBUST_PROMPT_NUM_PROCESSES"
       " and ROBUST_PROMPT_PROCESS_ID); on a TPU pod or under SLURM leave all three unset"
     )
+  if explicit and not 0 <= spec.process_id < spec.num_processes:
+    raise ValueError(
+      f"--process_id {spec.process_id} must lie in [0, --num_processes={spec.num_processes})"
+    )
   import jax
 
-  kwargs = {}
+  if not jax.config.jax_cpu_collectives_implementation:
+    # CPU devices of different processes talk over gloo (TCP); without it every cross-process
+    # collective on CPU fails. Harmless on TPU / GPU, whose collectives do not use it.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  kwargs: dict = {"initialization_timeout": int(spec.initialization_timeout)}
   if explicit:
-    kwargs = dict(
+    kwargs.update(
       coordinator_address=spec.coordinator_address,
       num_processes=spec.num_processes,
       process_id=spec.process_id,

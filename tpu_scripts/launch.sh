@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Launches `robust-prompt train|eval ...` on every worker of a TPU VM pod at once and streams the
-# log of worker 0. jax.distributed finds the pod's coordinator by itself (no flags needed).
+# Launches `robust-prompt train|eval|score ...` on every worker of a TPU VM pod at once and streams
+# the log of one worker. jax.distributed finds the pod's coordinator by itself (no flags needed).
 #
 #   TPU_NAME=my-pod ZONE=us-central2-b tpu_scripts/launch.sh RUN_NAME train \
 #     --gin_file=runs/train_soft_prompt.gin --gin_file=models/flan_t5_xl.gin ...
 #
-# Each worker writes ${LOG_DIR}/RUN_NAME/<its hostname>.log. Ctrl-C stops the streaming only; use
-# tpu_scripts/cleanup.sh to stop the run itself.
+# Each worker writes ${LOG_DIR}/RUN_NAME/<its hostname>.log (and .pid). Ctrl-C stops the streaming
+# only: tpu_scripts/logs.sh RUN_NAME re-attaches, tpu_scripts/cleanup.sh stops the run.
+# STREAM_WORKER=N streams worker N instead of 0 (process 0, which writes the reports, is on
+# worker 0); STREAM_WORKER=none returns at once.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=tpu_scripts/common.sh
+# shellcheck source=common.sh source-path=SCRIPTDIR
 source "${here}/common.sh"
 
 if [[ $# -lt 2 ]]; then
@@ -25,6 +27,10 @@ case "$1" in
     exit 2
     ;;
 esac
+if [[ ! "${run_name}" =~ ^[A-Za-z0-9._-]+$ ]]; then
+  echo "RUN_NAME '${run_name}' may only hold letters, digits, '.', '_' and '-'" >&2
+  exit 2
+fi
 
 # Quote every argument once so that gin bindings with spaces and quotes reach the workers intact.
 quoted_args=""
@@ -38,7 +44,12 @@ on_all_workers "set -e
   cd ${REMOTE_DIR}
   . ${VENV}/bin/activate
   nohup robust-prompt${quoted_args} > ${log}/\$(hostname).log 2>&1 < /dev/null &
+  echo \$! > ${log}/\$(hostname).pid
   echo \"\$(hostname): started (pid \$!)\""
 
-echo "streaming worker 0 (Ctrl-C stops streaming, not the run)"
-on_worker 0 "tail -n +1 -F ${log}/\$(hostname).log"
+stream_worker="${STREAM_WORKER:-0}"
+if [[ "${stream_worker}" == "none" ]]; then
+  exit 0
+fi
+echo "streaming worker ${stream_worker} (Ctrl-C stops streaming, not the run)"
+"${here}/logs.sh" "${run_name}" "${stream_worker}"

@@ -8,7 +8,7 @@
 # keeps the environment).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=tpu_scripts/common.sh
+# shellcheck source=common.sh source-path=SCRIPTDIR
 source "${here}/common.sh"
 repo="$(cd "${here}/.." && pwd)"
 

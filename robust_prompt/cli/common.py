@@ -57,8 +57,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, batch_size: int = DE
   group.add_argument(
     "--dtype",
     choices=DTYPES,
-    default="float32",
-    help="activation dtype (parameters stay float32); bfloat16 is faster on TPU/GPU",
+    default=None,
+    help="activation dtype (parameters stay float32); bfloat16 is faster on TPU/GPU "
+    "(default: gin's T5Config.dtype when a model gin file is given, else float32)",
   )
   group.add_argument(
     "--mesh",
@@ -96,12 +97,23 @@ def mesh_from_args(args: argparse.Namespace) -> Mesh:
   """The `Mesh(data, model)` that `--mesh` asks for (default: every device on `data`)."""
   from robust_prompt import partitioning
 
-  spec = getattr(args, "mesh", None) or "data=-1,model=1"
+  spec = getattr(args, "mesh", None) or _mesh_from_gin(args) or "data=-1,model=1"
   try:
     data, model = partitioning.parse_mesh_spec(spec)
     return partitioning.make_mesh(data, model)
   except ValueError as e:
     raise UserError(f"--mesh {spec!r}: {e}") from e
+
+
+def _mesh_from_gin(args: argparse.Namespace) -> str | None:
+  """A mesh spec from the MESH_DATA / MESH_MODEL macros of gin_configs/mesh/*.gin, if bound."""
+  if not (getattr(args, "gin_file", None) or getattr(args, "gin_bindings", None)):
+    return None
+  data = gin_utils.query_macro("MESH_DATA")
+  model = gin_utils.query_macro("MESH_MODEL")
+  if data is None and model is None:
+    return None
+  return f"data={-1 if data is None else data},model={1 if model is None else model}"
 
 
 def data_axis_size(mesh: Mesh | None) -> int:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
   "tasks": "List registered tasks, instruction counts per split and example counts.",
   "demo": "Run the offline demo: measure brittleness, train a prompt, measure again.",
   "convert": "Convert a Hugging Face or T5X checkpoint into our orbax format.",
+  "aot": "Compile train/eval steps ahead of time for a mesh of fake devices; report memory.",
 }
 
 

@@ -191,8 +191,13 @@ class GroupedData:
     members = self._members(example, rng)
     return [self._encode_row(m, example_index, target_choice) for m in members]
 
-  def batch(self, step: int) -> dict[str, np.ndarray]:
+  def batch(self, step: int, rows: slice | None = None) -> dict[str, np.ndarray]:
     """The batch of training step `step` (a pure function of `(seed, step)`).
+
+    Args:
+      step: the training step.
+      rows: only these rows of the global `B = G * K` (a multi-host process builds just the rows
+        its devices hold, `multihost.process_rows`); group ids stay global. Default: all rows.
 
     Returns:
       input_ids, input_mask: `[B, T]` int32; target_ids, target_mask: `[B, S]` int32;
@@ -200,15 +205,23 @@ class GroupedData:
       generative rows); and when any example has options, option_ids / option_mask:
       `[B, O, S_opt]` int32 (padded options have an all-zero mask).
     """
-    rows, group_ids, is_anchor = [], [], []
-    for g in range(self.G):
+    start, stop, _ = (rows or slice(None)).indices(self.batch_size)
+    if stop <= start:
+      raise ValueError(f"rows {rows} select no row of the {self.batch_size}-row batch")
+    # Only the groups that overlap [start, stop) are built (rows are group-major).
+    first, last = start // self.K, (stop - 1) // self.K
+    skip, keep = start - first * self.K, stop - start
+    selected, group_ids, is_anchor = [], [], []
+    for g in range(first, last + 1):
       for k, row in enumerate(self.group_rows(step * self.G + g)):
-        rows.append(row)
+        selected.append(row)
         group_ids.append(g)
         is_anchor.append(int(k == 0))
+    picked = selected[skip : skip + keep]
+    group_ids, is_anchor = group_ids[skip : skip + keep], is_anchor[skip : skip + keep]
     s = self.shapes
-    input_ids, input_mask = _pad([r[0] for r in rows], s.max_input_length)
-    target_ids, target_mask = _pad([r[1] for r in rows], s.max_target_length)
+    input_ids, input_mask = _pad([r[0] for r in picked], s.max_input_length)
+    target_ids, target_mask = _pad([r[1] for r in picked], s.max_target_length)
     batch = {
       "input_ids": input_ids,
       "input_mask": input_mask,
@@ -216,12 +229,12 @@ class GroupedData:
       "target_mask": target_mask,
       "group_ids": np.asarray(group_ids, np.int32),
       "is_anchor": np.asarray(is_anchor, np.int32),
-      "answer": np.asarray([r[3] for r in rows], np.int32),
+      "answer": np.asarray([r[3] for r in picked], np.int32),
     }
     if s.num_options > 0:
-      option_ids = np.zeros((len(rows), s.num_options, s.max_option_length), np.int32)
+      option_ids = np.zeros((len(picked), s.num_options, s.max_option_length), np.int32)
       option_mask = np.zeros_like(option_ids)
-      for r, row in enumerate(rows):
+      for r, row in enumerate(picked):
         if row[2]:
           ids, mask = _pad(row[2], s.max_option_length)
           option_ids[r, : len(ids)] = ids

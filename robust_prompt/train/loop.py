@@ -19,7 +19,7 @@ import optax
 import tqdm
 from jax.sharding import Mesh
 
-from robust_prompt import partitioning
+from robust_prompt import multihost, partitioning
 from robust_prompt.model.t5 import T5
 from robust_prompt.train import checkpointing, metrics_log
 from robust_prompt.train import prompt as prompt_lib
@@ -132,7 +132,12 @@ def train(
   start = int(jax.device_get(state.step))
 
   frozen_shardings = jax.tree.map(lambda x: x.sharding, frozen_params)
-  batch = data.batch(start)
+  # Each process builds only the rows its devices hold (all of them with one process).
+  rows = multihost.process_rows(mesh, data.batch_size)
+  batch = data.batch(start, rows)
+  global_shapes = {
+    k: jax.ShapeDtypeStruct((data.batch_size, *v.shape[1:]), v.dtype) for k, v in batch.items()
+  }
   step_fn = make_train_step(
     model=model,
     tx=tx,
@@ -141,7 +146,7 @@ def train(
     rules=rules,
     state_shardings=shardings,
     frozen_shardings=frozen_shardings,
-    example_batch=batch,
+    example_batch=global_shapes,
     num_groups=data.G,
     num_microbatches=num_microbatches,
     learning_rate_fn=learning_rate_fn,
@@ -150,7 +155,12 @@ def train(
   prompt_path = os.path.join(model_dir, PROMPT_FILE)
   last: dict = {}
   bar = tqdm.tqdm(
-    total=num_steps, initial=start, desc="train", unit="step", disable=not progress, leave=False
+    total=num_steps,
+    initial=start,
+    desc="train",
+    unit="step",
+    disable=not progress or not multihost.is_main_process(),
+    leave=False,
   )
   t0, steps_done = time.perf_counter(), 0
   try:
@@ -158,7 +168,7 @@ def train(
       state, metrics = step_fn(state, frozen_params, batch, step_rng)
       # Build the next batch on the host while the device runs this step.
       if step + 1 < num_steps:
-        batch = data.batch(step + 1)
+        batch = data.batch(step + 1, rows)
       # Blocking on every step keeps XLA's CPU collectives from deadlocking on few cores.
       jax.block_until_ready(state)
       steps_done += 1
@@ -172,7 +182,7 @@ def train(
         writer.write(done, last)
         bar.set_postfix(loss=f"{last['loss']:.4f}", steps_s=f"{last['steps_per_sec']:.2f}")
       if ckpt.save(done, state, meta, force=done == num_steps):
-        prompt_lib.save_prompt(prompt_path, state.params["prompt"])
+        _save_prompt(prompt_path, state.params["prompt"])
     if data.num_truncated:
       logging.warning(
         "%d training inputs were truncated to %d tokens",
@@ -184,13 +194,18 @@ def train(
     writer.close()
     ckpt.close()
   final = np.asarray(jax.device_get(state.params["prompt"]))
-  prompt_lib.save_prompt(prompt_path, final)
+  _save_prompt(prompt_path, final)
   if write_config is not None:
     _write_text(os.path.join(model_dir, CONFIG_FILE), write_config())
   return TrainResult(final, int(jax.device_get(state.step)), last, model_dir, latest)
 
 
 def _write_text(path: str, text: str) -> None:
-  if jax.process_index() == 0:
-    with open(path, "w") as f:
-      f.write(text)
+  multihost.write_text_main(path, text)
+
+
+def _save_prompt(path: str, prompt) -> None:
+  # The prompt is replicated: every process holds it, process 0 writes it.
+  value = np.asarray(jax.device_get(prompt))
+  if multihost.is_main_process():
+    prompt_lib.save_prompt(path, value)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from robust_prompt import partitioning
+from robust_prompt import multihost, partitioning
 from robust_prompt.model.t5 import T5
 from robust_prompt.train import objective
 from robust_prompt.train.state import TrainState
@@ -137,9 +137,12 @@ def make_train_step(
 ) -> Callable[[TrainState, object, Batch, jax.Array], tuple[TrainState, dict]]:
   """`train_step` jitted once with explicit in/out shardings and the state donated.
 
+  `example_batch` gives the GLOBAL batch's shapes (arrays or `ShapeDtypeStruct`s).
+
   Returns:
     `step(state, frozen_params, batch, rng) -> (state, metrics)`; numpy batches (the global
-    batch) are placed row-wise over the mesh's `data` axis.
+    batch, or only this process's rows `multihost.process_rows(mesh, B)`) are placed row-wise
+    over the mesh's `data` axis.
   """
   step_fn = functools.partial(
     train_step,
@@ -164,15 +167,20 @@ def make_train_step(
     donate_argnums=(0,),
   )
 
+  global_rows = int(next(iter(example_batch.values())).shape[0])
+
   def run(state, frozen_params, batch, rng):
-    # Every host computes the same global batch (a pure function of seed and step) and hands
-    # each of its devices only its rows, so this works unchanged on multi-host meshes.
-    batch = {
-      k: v
-      if isinstance(v, jax.Array)
-      else jax.make_array_from_callback(v.shape, batch_sh[k], lambda idx, v=v: v[idx])
-      for k, v in batch.items()
-    }
+    # Host batches are either the global batch (every host computes the same one; each device
+    # takes its rows) or just this process's rows (`GroupedData.batch(step, process_rows)`),
+    # assembled into global arrays: either way it works unchanged on multi-host meshes.
+    host = {k: v for k, v in batch.items() if not isinstance(v, jax.Array)}
+    if host:
+      rows = {int(v.shape[0]) for v in host.values()}
+      if rows == {global_rows}:
+        host = multihost.global_from_full(host, mesh)
+      else:
+        host = multihost.host_local_to_global(host, mesh, global_rows)
+    batch = {**batch, **host}
     with partitioning.mesh_context(mesh, rules):
       return jitted(state, frozen_params, batch, rng)
 

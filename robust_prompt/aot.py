@@ -1,0 +1,343 @@
+"""Ahead-of-time check: do the train and eval steps of a model size compile on a mesh, and fit?
+
+Everything is abstract: parameters, train state and batches are `jax.ShapeDtypeStruct`s carrying
+their production `NamedSharding`s (from the logical-axis rules), so no weight is ever allocated.
+`jax.jit(step).lower(...).compile()` then runs XLA's SPMD partitioner exactly as a real run would
+on that mesh, and `compiled.memory_analysis()` gives each device's argument / temporary / output
+bytes. On a machine without the accelerators, fake CPU devices stand in (the partitioning and the
+per-device shapes are the same; only the backend's fusion and memory planning differ).
+
+The command-line front end (gin model files, `--mesh`) is `robust_prompt/cli/aot.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.core import meta
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from robust_prompt import partitioning
+from robust_prompt.model.config import T5Config
+from robust_prompt.model.t5 import T5
+
+STEPS = ("train", "eval")
+GIB = 1024**3
+
+
+@dataclasses.dataclass(frozen=True)
+class StepShapes:
+  """Static shapes of the compiled steps (global batch sizes, split over the `data` axis).
+
+  Attributes:
+    groups: `G`, groups per training batch; members: `K` (training rows `B = G * K`).
+    eval_batch: rows of an eval batch.
+    input_length: `T`; target_length: `S` (training targets); num_options: `O` and
+      option_length: `S_opt` (rank classification); prompt_length: `P`.
+    num_microbatches: gradient accumulation in the train step (activation memory is that of
+      `B / num_microbatches` rows).
+  """
+
+  groups: int = 8
+  members: int = 4
+  eval_batch: int = 32
+  input_length: int = 512
+  target_length: int = 32
+  num_options: int = 4
+  option_length: int = 16
+  prompt_length: int = 100
+  num_microbatches: int = 1
+
+  @property
+  def train_batch(self) -> int:
+    return self.groups * self.members
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamMemory:
+  """Parameter count and bytes: all of them (one device) vs. the largest per-device share."""
+
+  num_params: int
+  total_bytes: int
+  per_device_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StepReport:
+  """What compiling one step produced (bytes are per device, from `memory_analysis()`)."""
+
+  name: str
+  lower_seconds: float
+  compile_seconds: float
+  argument_bytes: int | None
+  output_bytes: int | None
+  temp_bytes: int | None
+  alias_bytes: int | None
+
+  @property
+  def peak_bytes(self) -> int | None:
+    """Arguments + temporaries + outputs not aliased to (donated) arguments."""
+    if self.argument_bytes is None or self.temp_bytes is None:
+      return None
+    return (
+      self.argument_bytes + self.temp_bytes + (self.output_bytes or 0) - (self.alias_bytes or 0)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class AotReport:
+  """The whole check: model, mesh, parameter memory and one `StepReport` per step."""
+
+  config: T5Config
+  mesh_shape: dict[str, int]
+  platform: str
+  params: ParamMemory
+  steps: tuple[StepReport, ...]
+
+
+def abstract_params(model: T5, mesh: Mesh, rules=partitioning.DEFAULT_RULES) -> Any:
+  """The parameter tree as sharded `ShapeDtypeStruct`s (no memory): what `place_params` makes."""
+  shapes = meta.unbox(partitioning.abstract_variables(model))["params"]
+  shardings = partitioning.model_param_shardings(model, mesh, rules)
+  return jax.tree.map(
+    lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+  )
+
+
+def param_memory(abstract: Any) -> ParamMemory:
+  """Counts parameters and bytes of a tree of sharded shape structs (see `abstract_params`)."""
+  num = total = per_device = 0
+  for leaf in jax.tree.leaves(abstract):
+    size = math.prod(leaf.shape)
+    itemsize = np.dtype(leaf.dtype).itemsize
+    num += size
+    total += size * itemsize
+    per_device += math.prod(leaf.sharding.shard_shape(leaf.shape)) * itemsize
+  return ParamMemory(num, total, per_device)
+
+
+def _struct(shape: Sequence[int], dtype: Any, sharding: jax.sharding.Sharding):
+  return jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=sharding)
+
+
+def _rows(mesh: Mesh, ndim: int) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec("data", *([None] * (ndim - 1))))
+
+
+def _check_rows(name: str, rows: int, mesh: Mesh) -> None:
+  data = int(dict(mesh.shape).get("data", 1))
+  if rows % data:
+    raise ValueError(
+      f"{name} = {rows} rows cannot be split over the mesh's data axis ({data}); use a multiple"
+    )
+
+
+def lower_train_step(
+  config: T5Config,
+  mesh: Mesh,
+  shapes: StepShapes,
+  rules=partitioning.DEFAULT_RULES,
+  *,
+  optimizer: str = "adafactor",
+  lambda_sim: float = 1.0,
+  lambda_kl: float = 1.0,
+  params: Any = None,
+) -> jax.stages.Lowered:
+  """Lowers `train.step.train_step` (CE + alignment + KL, options scored) on abstract inputs.
+
+  The jit is set up as `train.step.make_train_step` does: state and params with their shardings,
+  batch rows over `data`, the state donated. `params` may pass `abstract_params(...)` computed
+  before (tracing a big model's init takes seconds).
+  """
+  from robust_prompt.train import objective
+  from robust_prompt.train import state as state_lib
+  from robust_prompt.train.step import train_step
+
+  _check_rows("G * K (train batch)", shapes.train_batch, mesh)
+  model = T5(config)
+  params = abstract_params(model, mesh, rules) if params is None else params
+  tx = state_lib.make_optimizer(optimizer, 1e-3)
+  p, h = shapes.prompt_length, config.d_model
+  with partitioning.mesh_context(mesh, rules):
+    state_shapes = jax.eval_shape(
+      lambda r: state_lib.init_state(r, tx, p, h), jax.random.PRNGKey(0)
+    )
+    state_sh = state_lib.state_shardings(state_shapes, tx, mesh, rules)
+  state = state_lib.abstract_state(tx, p, h, state_sh)
+  b, o = shapes.train_batch, shapes.num_options
+  i32 = jnp.int32
+  batch_shapes = {
+    "input_ids": (b, shapes.input_length),
+    "input_mask": (b, shapes.input_length),
+    "target_ids": (b, shapes.target_length),
+    "target_mask": (b, shapes.target_length),
+    "group_ids": (b,),
+    "is_anchor": (b,),
+    "answer": (b,),
+  }
+  if o:
+    batch_shapes["option_ids"] = batch_shapes["option_mask"] = (b, o, shapes.option_length)
+  batch = {k: _struct(s, i32, _rows(mesh, len(s))) for k, s in batch_shapes.items()}
+  replicated = NamedSharding(mesh, PartitionSpec())
+  loss_config = objective.LossConfig(lambda_sim=lambda_sim, lambda_kl=lambda_kl)
+
+  def step(state, frozen, batch, rng):
+    return train_step(
+      state, frozen, batch, rng, model=model, tx=tx, loss_config=loss_config,
+      num_groups=shapes.groups, num_microbatches=shapes.num_microbatches,
+    )  # fmt: skip
+
+  jitted = jax.jit(
+    step,
+    in_shardings=(
+      state_sh,
+      jax.tree.map(lambda x: x.sharding, params),
+      {k: v.sharding for k, v in batch.items()},
+      replicated,
+    ),
+    out_shardings=(state_sh, replicated),
+    donate_argnums=(0,),
+  )
+  rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=replicated)
+  with partitioning.mesh_context(mesh, rules):
+    return jitted.lower(state, params, batch, rng)
+
+
+def lower_eval_step(
+  config: T5Config,
+  mesh: Mesh,
+  shapes: StepShapes,
+  rules=partitioning.DEFAULT_RULES,
+  *,
+  score_mode: str = "sum",
+  params: Any = None,
+) -> jax.stages.Lowered:
+  """Lowers the rank-classification scorer (`eval.rank.option_scores`, soft prompt included)."""
+  from robust_prompt.eval import rank
+
+  _check_rows("eval batch", shapes.eval_batch, mesh)
+  model = T5(config)
+  params = abstract_params(model, mesh, rules) if params is None else params
+  replicated = NamedSharding(mesh, PartitionSpec())
+  b, t = shapes.eval_batch, shapes.input_length
+  opt = (b, max(shapes.num_options, 1), shapes.option_length)
+  i32 = jnp.int32
+  args = (
+    _struct((b, t), i32, _rows(mesh, 2)),
+    _struct((b, t), i32, _rows(mesh, 2)),
+    _struct(opt, i32, _rows(mesh, 3)),
+    _struct(opt, i32, _rows(mesh, 3)),
+    _struct((shapes.prompt_length, config.d_model), jnp.float32, replicated),
+  )
+  scorer = rank.make_option_scorer(model, score_mode, out_shardings=replicated)
+  with partitioning.mesh_context(mesh, rules):
+    return scorer.lower(params, *args)
+
+
+def compile_step(name: str, lowered: jax.stages.Lowered, lower_seconds: float = 0.0) -> StepReport:
+  """Compiles a lowered step and reads its per-device memory analysis (None where unavailable)."""
+  t0 = time.perf_counter()
+  compiled = lowered.compile()
+  seconds = time.perf_counter() - t0
+  try:
+    stats = compiled.memory_analysis()
+  except (NotImplementedError, RuntimeError, jax.errors.JaxRuntimeError):
+    stats = None
+
+  def field(attr: str) -> int | None:
+    value = getattr(stats, attr, None)
+    return None if value is None else int(value)
+
+  return StepReport(
+    name,
+    lower_seconds,
+    seconds,
+    field("argument_size_in_bytes"),
+    field("output_size_in_bytes"),
+    field("temp_size_in_bytes"),
+    field("alias_size_in_bytes"),
+  )
+
+
+def run_check(
+  config: T5Config,
+  mesh: Mesh,
+  shapes: StepShapes,
+  rules=partitioning.DEFAULT_RULES,
+  *,
+  steps: Sequence[str] = STEPS,
+  optimizer: str = "adafactor",
+  score_mode: str = "sum",
+) -> AotReport:
+  """Lowers and compiles the requested steps for `config` on `mesh`; nothing is allocated.
+
+  Raises:
+    ValueError: an unknown step name, or a batch the data axis does not divide.
+  """
+  unknown = sorted(set(steps) - set(STEPS))
+  if unknown:
+    raise ValueError(f"unknown step(s) {unknown}; choose from {STEPS}")
+  abstract = abstract_params(T5(config), mesh, rules)
+  reports = []
+  for name in steps:
+    t0 = time.perf_counter()
+    if name == "train":
+      lowered = lower_train_step(config, mesh, shapes, rules, optimizer=optimizer, params=abstract)
+    else:
+      lowered = lower_eval_step(config, mesh, shapes, rules, score_mode=score_mode, params=abstract)
+    reports.append(compile_step(name, lowered, time.perf_counter() - t0))
+  platform = mesh.devices.flat[0].platform
+  return AotReport(config, dict(mesh.shape), platform, param_memory(abstract), tuple(reports))
+
+
+def _gib(n: int | None) -> str:
+  return "n/a" if n is None else f"{n / GIB:.2f}"
+
+
+def format_report(report: AotReport, device_memory_gib: float | None = None) -> str:
+  """A plain-text table of the report (GiB per device), with a fit verdict when a size is given."""
+  c, p = report.config, report.params
+  n_dev = math.prod(report.mesh_shape.values())
+  mesh = ",".join(f"{k}={v}" for k, v in report.mesh_shape.items())
+  lines = [
+    f"model: d_model={c.d_model} d_ff={c.d_ff} heads={c.num_heads}x{c.head_dim} "
+    f"layers={c.num_encoder_layers}+{c.num_decoder_layers} vocab={c.vocab_size} "
+    f"params={p.num_params / 1e9:.2f}B ({c.param_dtype}, activations {c.dtype})",
+    f"mesh: {mesh} ({n_dev} {report.platform} devices)",
+    f"parameters: {_gib(p.total_bytes)} GiB on one device -> {_gib(p.per_device_bytes)} GiB per "
+    f"device sharded ({p.total_bytes / max(p.per_device_bytes, 1):.1f}x less)",
+    "",
+    "step   lower_s  compile_s  args_GiB  temp_GiB  out_GiB  peak_GiB"
+    + ("  fits" if device_memory_gib else ""),
+  ]
+  for s in report.steps:
+    row = (
+      f"{s.name:<6} {s.lower_seconds:7.1f}  {s.compile_seconds:9.1f}  {_gib(s.argument_bytes):>8}  {_gib(s.temp_bytes):>8}  "
+      f"{_gib(s.output_bytes):>7}  {_gib(s.peak_bytes):>8}"
+    )
+    if device_memory_gib:
+      peak = s.peak_bytes
+      row += "  " + ("?" if peak is None else "yes" if peak <= device_memory_gib * GIB else "NO")
+    lines.append(row)
+  if device_memory_gib:
+    one = "yes" if p.total_bytes <= device_memory_gib * GIB else "NO"
+    lines.append(f"unsharded parameters alone fit one {device_memory_gib:g} GiB device: {one}")
+  return "\n".join(lines)
+
+
+def report_dict(report: AotReport) -> dict:
+  """JSON-ready form of the report (for `--json`)."""
+  return {
+    "config": report.config.to_dict(),
+    "mesh": report.mesh_shape,
+    "platform": report.platform,
+    "params": dataclasses.asdict(report.params),
+    "steps": [dict(dataclasses.asdict(s), peak_bytes=s.peak_bytes) for s in report.steps],
+  }
