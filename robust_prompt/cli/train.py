@@ -252,9 +252,11 @@ def run(args: argparse.Namespace) -> int:
     examples.extend(task_examples[: args.max_examples] if args.max_examples else task_examples)
 
   # Provenance: the exact training pool, so that evaluations can check they hold it out.
+  from robust_prompt import multihost
   from robust_prompt.instructions.io import write_instructions
 
-  write_instructions(pool, model_dir / TRAIN_INSTRUCTIONS_FILE)
+  if multihost.is_main_process():  # one writer on a shared model_dir
+    write_instructions(pool, model_dir / TRAIN_INSTRUCTIONS_FILE)
 
   mesh = common.mesh_from_args(args)
   loaded = common.model_from_args(args, mesh)
