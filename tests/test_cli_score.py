@@ -105,6 +105,49 @@ def test_mesh_data_2_model_4_gives_the_same_scores(hf_1_1, tmp_path):
   _check_against_torch(_read_jsonl(tmp_path / "b.jsonl"), _torch_scores(hf_1_1, RECORDS))
 
 
+def _dot_lhs_shapes(jaxpr) -> list[tuple[int, ...]]:
+  """Shapes of the left operand of every dot_general in `jaxpr`, nested jaxprs (jit, ...) too."""
+  import jax
+
+  shapes = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      shapes.append(tuple(eqn.invars[0].aval.shape))
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (list, tuple)) else [param]:
+        if isinstance(sub, jax.extend.core.ClosedJaxpr):
+          shapes += _dot_lhs_shapes(sub.jaxpr)
+        elif isinstance(sub, jax.extend.core.Jaxpr):
+          shapes += _dot_lhs_shapes(sub)
+  return shapes
+
+
+@pytest.mark.parametrize("with_prompt", [False, True])
+def test_cross_attention_projects_each_input_once(hf_1_1, with_prompt):
+  """The decoder's cross-attention keys/values come from the [B, T, H] encoder output, not from
+  a per-target copy [R, T, H]: with O targets an input's projection runs once, not O times."""
+  import jax
+
+  from robust_prompt.checkpoints.resolve import load_model
+  from robust_prompt.cli.score import Scorer
+
+  loaded = load_model(str(hf_1_1))
+  h, layers = loaded.config.d_model, loaded.config.num_decoder_layers
+  prompt = np.zeros((3, h), np.float32) if with_prompt else None
+  scorer = Scorer(loaded, prompt=prompt)
+  b, t, r, s = 2, 16, 8, 4  # B inputs of T tokens; R = 4 targets each, of S tokens
+  t_enc = t + (3 if with_prompt else 0)
+  ids = np.ones((b, t), np.int32)
+  pairs = np.ones((r, s), np.int32)
+  group_index = np.repeat(np.arange(b, dtype=np.int32), r // b)
+  jaxpr = jax.make_jaxpr(scorer._score_pairs)(
+    scorer.params, scorer.prompt, ids, ids, group_index, pairs, pairs
+  )
+  shapes = _dot_lhs_shapes(jaxpr.jaxpr)
+  assert shapes.count((b, t_enc, h)) >= 2 * layers  # key and value, each decoder layer
+  assert (r, t_enc, h) not in shapes
+
+
 def test_soft_prompt_matches_pytorch_inputs_embeds(hf_1_1, tmp_path):
   prompt = np.random.default_rng(0).normal(0, 0.5, (3, 32)).astype(np.float32)
   np.save(tmp_path / "p.npy", prompt)

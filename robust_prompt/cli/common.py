@@ -38,6 +38,20 @@ def positive_int(text: str) -> int:
   return value
 
 
+BENCHMARKS = ("mmlu", "bigbench_lite", "jsonl")
+
+
+def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+  """Adds --benchmark and --data_dir (the same for eval and train)."""
+  parser.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="which loader to use")
+  parser.add_argument(
+    "--data_dir",
+    required=True,
+    help="benchmark data: the MMLU CSV release (holding test/), a folder of BIG-bench task "
+    "folders (<task>/task.json), or a folder of <name>.jsonl task files",
+  )
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, *, batch_size: int = DEFAULT_BATCH_SIZE):
   """Adds --model, --vocab, --dtype, --mesh, --prompt, --batch_size and the length limits."""
   group = parser.add_argument_group("model")

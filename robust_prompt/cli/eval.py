@@ -25,18 +25,12 @@ from robust_prompt.cli.gin_utils import UserError
 
 USES_GIN = True
 
-BENCHMARKS = ("mmlu", "bigbench_lite", "jsonl")
+BENCHMARKS = common.BENCHMARKS
 SCORE_MODES = ("sum", "mean", "greedy_prefix")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="which loader to use")
-  parser.add_argument(
-    "--data_dir",
-    required=True,
-    help="benchmark data: the MMLU CSV release (holding test/), a folder of BIG-bench task "
-    "folders (<task>/task.json), or a folder of <name>.jsonl task files",
-  )
+  common.add_benchmark_arguments(parser)
   parser.add_argument(
     "--instructions",
     nargs="+",

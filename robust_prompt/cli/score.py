@@ -164,14 +164,16 @@ class Scorer:
       embeds = self.model.apply(variables, input_ids, method=T5.embed)
       embeds, encoder_mask = prepend_prompt(prompt, embeds, input_mask)
       encoded = self.model.apply(variables, embeds, encoder_mask, method=T5.encode_embeds)
-    # Each (input, target) pair reads its input's encoder output: the encoder ran once per input.
+    # Each (input, target) pair reads its input's encoder output: the encoder ran once per input,
+    # and `encoder_index` makes cross-attention project its keys/values once per input as well.
     return scoring.score_with_encoded(
       self.model,
       params,
-      encoded[group_index],
-      encoder_mask[group_index],
+      encoded,
+      encoder_mask,
       target_ids,
       target_mask,
+      encoder_index=group_index,
     )
 
   def _put(self, array: np.ndarray, batched: bool = True):

@@ -32,18 +32,12 @@ USES_GIN = True
 DEFAULT_GIN_FILE = "runs/train_soft_prompt.gin"
 TRAIN_INSTRUCTIONS_FILE = "train_instructions.jsonl"
 
-BENCHMARKS = ("mmlu", "bigbench_lite", "jsonl")
+BENCHMARKS = common.BENCHMARKS
 _PREFIX = {"mmlu": "mmlu", "bigbench_lite": "bigbench", "jsonl": "jsonl"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="which loader to use")
-  parser.add_argument(
-    "--data_dir",
-    required=True,
-    help="benchmark data: the MMLU CSV release (holding test/), a folder of BIG-bench task "
-    "folders (<task>/task.json), or a folder of <name>.jsonl task files",
-  )
+  common.add_benchmark_arguments(parser)
   parser.add_argument(
     "--train_instructions",
     required=True,

@@ -139,6 +139,18 @@ class MultiHeadAttention(nn.Module):
     y = y.reshape(*y.shape[:-1], self.num_heads, self.head_dim)
     return constrain(y, ("batch", "length", "heads", "kv"))
 
+  @staticmethod
+  def _gather_rows(kv: Array, index: Array | None) -> Array:
+    """kv: [B_kv, K, N, D], index: [R] int or None -> [R, K, N, D] (kv itself when None).
+
+    Plain indexing, as `encoded[index]` would be. Each row's projection is independent of the
+    others, so gathering after projecting equals projecting gathered rows, up to float32 rounding
+    (XLA chooses its dot kernel, hence the summation order, by the number of rows).
+    """
+    if index is None:
+      return kv
+    return constrain(kv[index], ("batch", "length", "heads", "kv"))
+
   @nn.compact
   def __call__(
     self,
@@ -151,6 +163,7 @@ class MultiHeadAttention(nn.Module):
     decode_position: Array | None = None,
     max_decode_len: int | None = None,
     is_cross: bool = False,
+    kv_index: Array | None = None,
   ) -> Array:
     """Attends `inputs_q` to `inputs_kv`.
 
@@ -166,10 +179,16 @@ class MultiHeadAttention(nn.Module):
       decode_position: int32 scalar, position of the first query when `decode`.
       max_decode_len: cache length when `decode` (self-attention).
       is_cross: this is encoder-decoder attention.
+      kv_index: [Q_B] int32 or None (cross-attention only): query row r attends to row
+        `kv_index[r]` of `inputs_kv`, which then has its own batch size [B_kv, K, H]. Keys and values
+        are projected once per `inputs_kv` row and gathered afterwards, so scoring O targets of an
+        input costs one K/V projection, not O. With `decode`, the gathered keys/values are cached.
 
     Returns:
       [B, Q, H] in `dtype`.
     """
+    if kv_index is not None and not is_cross:
+      raise ValueError("kv_index is for cross-attention only (self-attention keys are the queries)")
     q = self._project(inputs_q, "query")
     if decode and is_cross:
       have = self.has_variable("cache", "cross_key")
@@ -177,8 +196,8 @@ class MultiHeadAttention(nn.Module):
         k = self.get_variable("cache", "cross_key")
         v = self.get_variable("cache", "cross_value")
       else:
-        k = self._project(inputs_kv, "key")
-        v = self._project(inputs_kv, "value")
+        k = self._gather_rows(self._project(inputs_kv, "key"), kv_index)
+        v = self._gather_rows(self._project(inputs_kv, "value"), kv_index)
         self.put_variable("cache", "cross_key", k)
         self.put_variable("cache", "cross_value", v)
     elif decode:
@@ -193,8 +212,8 @@ class MultiHeadAttention(nn.Module):
       cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, v_new, start)
       k, v = cached_key.value, cached_value.value
     else:
-      k = self._project(inputs_kv, "key")
-      v = self._project(inputs_kv, "value")
+      k = self._gather_rows(self._project(inputs_kv, "key"), kv_index)
+      v = self._gather_rows(self._project(inputs_kv, "value"), kv_index)
 
     logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
     if position_bias is not None:

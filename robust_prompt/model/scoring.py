@@ -47,19 +47,23 @@ def score_with_encoded(
   encoder_mask: Array,
   target_ids: Array,
   target_mask: Array,
+  encoder_index: Array | None = None,
 ) -> tuple[Array, Array]:
   """Scores targets given precomputed encoder outputs (encode once, score many options).
 
   Args:
     model: the `T5` module.
     params: `{"params": tree}` or the tree.
-    encoded: [B, T, H] encoder outputs (repeat/gather rows to score several options per input).
+    encoded: [B, T, H] encoder outputs.
     encoder_mask: [B, T].
-    target_ids: [B, S] int32, each `tokens + [EOS]`, padded with 0.
-    target_mask: [B, S] (1 = real target token, EOS included).
+    target_ids: [R, S] int32, each `tokens + [EOS]`, padded with 0.
+    target_mask: [R, S] (1 = real target token, EOS included).
+    encoder_index: [R] int32 or None (then R = B): target r is scored against input
+      `encoder_index[r]`. Prefer it to gathering `encoded[encoder_index]` yourself: same scores,
+      but the decoder's cross-attention projects each input's keys/values once, not per target.
 
   Returns:
-    (sum_logprob [B] float32, num_tokens [B] int32).
+    (sum_logprob [R] float32, num_tokens [R] int32).
   """
   target_mask = jnp.asarray(target_mask)
   decoder_input_ids = shift_right(target_ids, model.config.decoder_start_token_id)
@@ -69,6 +73,7 @@ def score_with_encoded(
     encoder_mask,
     decoder_input_ids,
     target_mask,
+    encoder_index=encoder_index,
     method=T5.decode,
   )
   lp = token_log_probs(logits, target_ids)

@@ -91,8 +91,9 @@ class DecoderLayer(nn.Module):
     decode: bool = False,
     decode_position: Array | None = None,
     max_decode_len: int | None = None,
+    encoder_index: Array | None = None,
   ) -> Array:
-    """x: [B, S, H], encoded: [B, T, H] -> [B, S, H]."""
+    """x: [R, S, H], encoded: [R, T, H] (or [B, T, H] with `encoder_index` [R]) -> [R, S, H]."""
     cfg = self.config
     h = _norm(cfg, "pre_self_attention_layer_norm")(x)
     x = x + _attention(cfg, "self_attention")(
@@ -106,7 +107,7 @@ class DecoderLayer(nn.Module):
     )
     h = _norm(cfg, "pre_cross_attention_layer_norm")(x)
     x = x + _attention(cfg, "encoder_decoder_attention")(
-      h, encoded, None, cross_mask_bias, decode=decode, is_cross=True
+      h, encoded, None, cross_mask_bias, decode=decode, is_cross=True, kv_index=encoder_index
     )
     h = _norm(cfg, "pre_mlp_layer_norm")(x)
     x = x + _mlp(cfg)(h)
@@ -145,12 +146,16 @@ class Decoder(nn.Module):
     *,
     decode: bool = False,
     max_decode_len: int | None = None,
+    encoder_index: Array | None = None,
   ) -> Array:
-    """Returns logits [B, S, V] float32. See `T5.decode`."""
+    """Returns logits [R, S, V] float32. See `T5.decode`."""
     cfg = self.config
     x = constrain(self.shared_embedding(decoder_input_ids), _ACT_AXES)
     s = x.shape[1]
     relpos = _relpos(cfg, bidirectional=False)
+    if encoder_index is not None:
+      # The mask is gathered here once; each layer's cross-attention gathers its own keys/values.
+      encoder_mask = encoder_mask[encoder_index]
     cross_mask_bias = mask_to_bias(encoder_mask)[:, None, None, :]
     if decode:
       if max_decode_len is None:
@@ -180,6 +185,7 @@ class Decoder(nn.Module):
         decode=decode,
         decode_position=pos,
         max_decode_len=max_decode_len,
+        encoder_index=encoder_index,
       )
     x = _norm(cfg, "decoder_norm")(x)
     if cfg.tie_word_embeddings:
@@ -234,19 +240,26 @@ class T5(nn.Module):
     *,
     decode: bool = False,
     max_decode_len: int | None = None,
+    encoder_index: Array | None = None,
   ) -> Array:
     """Teacher-forced (or, with `decode=True`, incremental) decoding.
 
     Args:
       encoded: [B, T, H] encoder outputs (ignored after the first incremental step).
       encoder_mask: [B, T] (1 = real token).
-      decoder_input_ids: [B, S] int32, `shift_right(targets)`.
-      decoder_mask: [B, S] or None (all ones). Unused when `decode`.
+      decoder_input_ids: [R, S] int32, `shift_right(targets)`; R = B unless `encoder_index`.
+      decoder_mask: [R, S] or None (all ones). Unused when `decode`.
       decode: use/update the KV cache in the "cache" collection (apply with mutable=["cache"]).
       max_decode_len: KV cache length when `decode`.
+      encoder_index: [R] int32 or None: decoder row r reads input `encoder_index[r]` (several
+        targets per input, e.g. the O options of a question). The result of passing
+        `encoded[encoder_index]` and `encoder_mask[encoder_index]` (up to float32 rounding), but
+        cross-attention projects keys/values once per input (B rows) instead of once per target
+        (R rows). Under a mesh, shard it like the decoder rows (R on `data`). With `decode`, pass
+        it with the [B, T] mask at every step (the cache holds the gathered [R, ...] keys/values).
 
     Returns:
-      logits [B, S, V] float32.
+      logits [R, S, V] float32.
     """
     return self.decoder(
       encoded,
@@ -255,6 +268,7 @@ class T5(nn.Module):
       decoder_mask,
       decode=decode,
       max_decode_len=max_decode_len,
+      encoder_index=encoder_index,
     )
 
   def __call__(
