@@ -79,11 +79,20 @@ def _option_scores(model: T5, variables, encoded, encoder_mask, option_ids, opti
   `encoded [B, T', H]`, `option_ids [B, O, S_opt]` -> `[B, O]` float32.
   """
   b, o, s = option_ids.shape
-  enc = jnp.repeat(encoded, o, axis=0)
-  enc_mask = jnp.repeat(encoder_mask, o, axis=0)
   ids = option_ids.reshape(b * o, s)
   mask = option_mask.reshape(b * o, s)
-  logits = model.apply(variables, enc, enc_mask, scoring.shift_right(ids), mask, method=T5.decode)
+  # Each of the B*O option rows attends to its own row's encoder output: cross-attention projects
+  # K/V once per row and gathers them (rather than repeating `encoded` O times and projecting each).
+  row_index = jnp.repeat(jnp.arange(b, dtype=jnp.int32), o)
+  logits = model.apply(
+    variables,
+    encoded,
+    encoder_mask,
+    scoring.shift_right(ids),
+    mask,
+    encoder_index=row_index,
+    method=T5.decode,
+  )
   token_lp = scoring.token_log_probs(logits, ids) * mask
   return token_lp.sum(-1).reshape(b, o)
 
