@@ -17,7 +17,11 @@ setuptools.setup(
     # The task-registration modules live in the top-level `tasks/` folder and import as
     # `robust_prompt_tasks` (a distinctive name: `tasks` alone would shadow users' packages).
     package_dir={"robust_prompt_tasks": "tasks"},
-    package_data={"robust_prompt_tasks": ["instructions/*.jsonl", "instructions/**/*.jsonl"]},
+    package_data={
+        "robust_prompt_tasks": ["instructions/*.jsonl", "instructions/**/*.jsonl"],
+        # The demo's instruction-tuned tiny T5 (our orbax format + its SentencePiece model).
+        "robust_prompt.demo": ["assets/model/*", "assets/model/**/*"],
+    },
     include_package_data=True,
     install_requires=[
         "jax",
