@@ -88,7 +88,7 @@ def test_real_score_command_parses_its_flags(capsys):
     "m",
     "data=2,model=4",
     32,
-    "float32",
+    None,  # unset: the gin T5Config.dtype when a model gin file is given, else float32
   )
   with pytest.raises(SystemExit):
     parser.parse_args(
@@ -97,3 +97,41 @@ def test_real_score_command_parses_its_flags(capsys):
   with pytest.raises(SystemExit):
     parser.parse_args(["score", "--input", "i", "--output", "o"])  # --model is required
   assert "--model" in capsys.readouterr().err
+
+
+def test_mesh_and_dtype_come_from_gin_when_flags_are_unset(tiny_hf_dir):
+  import argparse
+
+  from robust_prompt.cli import common, gin_utils
+
+  gin_utils.register_configurables()
+  gin_utils.parse_gin(
+    ["mesh/model_parallel_2d.gin"], ["MESH_DATA = 2", "MESH_MODEL = 4"], search_paths=()
+  )
+  args = argparse.Namespace(mesh=None, gin_file=["mesh/model_parallel_2d.gin"], gin_bindings=[])
+  assert dict(common.mesh_from_args(args).shape) == {"data": 2, "model": 4}
+  args.mesh = "data=8,model=1"  # an explicit flag wins over gin
+  assert dict(common.mesh_from_args(args).shape) == {"data": 8, "model": 1}
+
+  # --dtype unset: the gin T5Config.dtype applies (a stored HF config says float32).
+  bindings = [f"T5Config.{k} = {v!r}" for k, v in _tiny_arch(tiny_hf_dir).items()]
+  gin_utils.parse_gin([], [*bindings, "T5Config.dtype = 'bfloat16'", "MODEL_CONFIG = @T5Config()"])
+  config = gin_utils.model_config_from_gin()
+  assert config is not None and config.dtype == "bfloat16"
+  args = argparse.Namespace(
+    model=str(tiny_hf_dir), vocab=None, dtype=None, gin_file=[], gin_bindings=bindings
+  )
+  assert common.model_from_args(args).config.dtype == "bfloat16"
+  args.dtype = "float32"  # an explicit flag wins over gin
+  assert common.model_from_args(args).config.dtype == "float32"
+
+
+def _tiny_arch(hf_dir) -> dict:
+  import dataclasses
+  import json
+
+  from robust_prompt.model.config import T5Config
+
+  config = T5Config.from_hf_dict(json.loads((hf_dir / "config.json").read_text()))
+  skip = {"dtype", "param_dtype"}
+  return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in skip}
