@@ -242,9 +242,10 @@ class Evaluator:
   def score_chunk(self, chunk: Chunk, model_name: str) -> list[dict]:
     """Scores one (task, instruction) chunk; returns its results rows in example order.
 
-    Batches hold examples of similar input length (bucketed `T`); the option count `O` and
-    option length `S` are bucketed once for the whole chunk (powers of two), so that a chunk
-    costs at most one compilation per input-length bucket.
+    Batches hold examples of similar input length (bucketed `T`); the option count `O` is
+    bucketed once for the whole chunk and the option length `S` per batch (powers of two). `S`
+    is per batch because the decoder's cost (a `V`-wide logit row per option token) grows with
+    it: one long option in a chunk must not pad every batch of that chunk to its length.
     """
     inputs = self._inputs(chunk)
     plans = batching.plan_batches(
@@ -256,18 +257,18 @@ class Evaluator:
       else []
       for r in chunk.rendered
     ]
-    lengths = [len(t) for opts in options for t in opts]
     num_o = _pow2_bucket(max(map(len, options)), MIN_OPTIONS_BUCKET)
-    num_s = min(
-      _pow2_bucket(max(lengths, default=1), MIN_OPTION_LENGTH_BUCKET),
-      max(self.settings.max_target_length, max(lengths, default=1)),
-    )
     outputs: list[Any] = [None] * len(inputs)
     for plan in plans:
       length = plan.length  # batching's buckets: 16, 24, 32, 48, 64, ... (<= 1/3 padding)
       mc = [i for i in plan.indices if options[i]]
       gen = [i for i in plan.indices if not options[i]]
       if mc:
+        longest = max(len(t) for i in mc for t in options[i])
+        num_s = min(
+          _pow2_bucket(longest, MIN_OPTION_LENGTH_BUCKET),
+          max(self.settings.max_target_length, longest),
+        )
         scores = self._score_options(inputs, options, mc, length, num_o, num_s)
         for i, row_scores in zip(mc, scores):
           outputs[i] = row_scores
