@@ -219,9 +219,13 @@ jax.distributed.initialize(a.coordinator_address, a.num_processes, a.process_id,
                            initialization_timeout=60)
 import jax.numpy as jnp
 from jax.experimental import multihost_utils
+import os
 total = multihost_utils.process_allgather(jnp.float32(jax.local_device_count())).sum()
-print(f"{{a.command}} process {{jax.process_index()}}/{{jax.process_count()}}:",
-      jax.device_count(), "devices, sum", float(total), flush=True)
+# One write(2) for the whole line: gloo's threads print to the same log file piece by piece, and a
+# line written in several pieces (print() under PYTHONUNBUFFERED) can be cut by theirs.
+line = (f"{{a.command}} process {{jax.process_index()}}/{{jax.process_count()}}: "
+        f"{{jax.device_count()}} devices, sum {{float(total)}}\\n")
+os.write(1, line.encode())
 jax.distributed.shutdown()
 """
 

@@ -3,8 +3,9 @@
 `build_model` is what `scripts/build_demo_model.py` runs. It writes our orbax checkpoint
 (`checkpoints/orbax_io.save_params`: `params/`, `config.json`, `robust_prompt.json`,
 `spiece.model`) and `demo_build.json` beside it: the recipe, the parameter digests (after
-`PREFIX_STEPS` steps and at the end), and the accuracy measured per instruction set right after
-training (rank classification with the `eval` engine on freshly generated examples).
+`PREFIX_STEPS` steps and at the end), a prefix reference for this machine's CPU kind
+(`reproduce`), and the accuracy measured per instruction set right after training (rank
+classification with the `eval` engine on freshly generated examples).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from robust_prompt import io_utils
 from robust_prompt.checkpoints import orbax_io
-from robust_prompt.demo import assets, suite, tuning
+from robust_prompt.demo import assets, reproduce, suite, tuning
 from robust_prompt.demo.instructions import SETS, demo_instructions
 from robust_prompt.eval import engine
 from robust_prompt.model.t5 import T5
@@ -92,6 +93,12 @@ def build_model(
       digest_at=(PREFIX_STEPS,),
     )
     seconds = time.perf_counter() - t0
+    reference = reproduce.prefix_reference(config, vocab, PREFIX_STEPS)
+    if reference["digest"] != result.digests[PREFIX_STEPS]:
+      raise RuntimeError(
+        f"the recipe is not deterministic on this machine: two runs of its first {PREFIX_STEPS} "
+        "steps gave different parameters"
+      )
     accuracy = accuracy_by_set(result.model_config, result.params, vocab, seed=config.seed)
     for name in SETS:
       log(f"accuracy on {name} instructions: {accuracy[name]['mean']:.3f}")
@@ -111,6 +118,7 @@ def build_model(
     "digests": {str(k): v for k, v in result.digests.items()},
     "final_digest": tuning.params_digest(result.params),
     "prefix_steps": PREFIX_STEPS,
+    "prefix_references": [reference],
     "final_metrics": result.metrics,
     "accuracy": accuracy,
     "accuracy_examples_per_task": ACCURACY_EXAMPLES,
@@ -124,3 +132,35 @@ def build_model(
   io_utils.atomic_write_json(out / assets.BUILD_INFO, record)
   log(f"{num_params} parameters -> {out} ({seconds:.0f} s of training)")
   return record
+
+
+def add_prefix_reference(
+  model_dir: str | os.PathLike | None = None, *, log: Callable[[str], None] = print
+) -> dict:
+  """Records this machine's CPU kind in `demo_build.json` (the model is not touched).
+
+  Re-runs the recipe's first `PREFIX_STEPS` steps twice (a CPU kind must be deterministic to be
+  recorded) and adds the reference, replacing an older one of the same kind.
+
+  Returns:
+    The new reference entry.
+  """
+  directory = pathlib.Path(model_dir) if model_dir else assets.model_dir()
+  info = assets.build_info(directory)
+  config = tuning.TuneConfig(**info["recipe"])
+  vocab = tuning.load_vocabulary(directory / "spiece.model")
+  steps = info["prefix_steps"]
+  first, second = (reproduce.prefix_reference(config, vocab, steps) for _ in range(2))
+  if first["digest"] != second["digest"]:
+    raise RuntimeError(f"two runs of the first {steps} steps differ on this machine: not recorded")
+  close_to = [
+    r for r in info.get("prefix_references", []) if "checksums" in r and r["steps"] == steps
+  ]
+  for ref in close_to:
+    bad = reproduce.checksums_close(first["checksums"], ref["checksums"])
+    if bad:
+      raise RuntimeError(f"this machine's run is not close to the one on {ref['cpu']}: {bad[:5]}")
+  info["prefix_references"] = reproduce.with_reference(info.get("prefix_references", []), first)
+  io_utils.atomic_write_json(directory / assets.BUILD_INFO, info)
+  log(f"prefix reference for {first['cpu']} -> {directory / assets.BUILD_INFO}")
+  return first
