@@ -234,6 +234,45 @@ def test_incremental_decode_with_encoder_index(tiny):
   assert cross_key.shape == (len(index), ids.shape[1], config.num_heads, config.head_dim)
 
 
+def test_targets_per_input_equals_gathered_encoder_output(tiny):
+  """O targets per input attended together == every target row on its own copy of the input."""
+  config, tree, _ = tiny
+  b, o, s = 4, 3, 5
+  ids, mask, _, _ = _batch(11, b=b, t=10, s=s)
+  rng = np.random.default_rng(12)
+  lengths = rng.integers(1, s + 1, size=b * o)
+  lengths[-1] = 0  # a dummy option (all padding), as the option-count bucket adds
+  target_mask = (np.arange(s)[None, :] < lengths[:, None]).astype(np.int32)
+  targets = rng.integers(2, 32128, size=(b * o, s)).astype(np.int32) * target_mask
+  targets[o], target_mask[o] = targets[0], target_mask[0]  # the same target for inputs 0 and 1
+  model = T5(config)
+  index = np.repeat(np.arange(b, dtype=np.int32), o)
+
+  @jax.jit
+  def both(params, ids, mask, dec, dec_mask):
+    v = {"params": params}
+    encoded = model.apply(v, ids, mask, method=T5.encode)
+    grouped = model.apply(v, encoded, mask, dec, dec_mask, targets_per_input=o, method=T5.decode)
+    gathered = model.apply(v, encoded[index], mask[index], dec, dec_mask, method=T5.decode)
+    return grouped, gathered
+
+  grouped, gathered = both(tree, ids, mask, shift_right(targets), target_mask)
+  assert grouped.shape == (b * o, s, config.vocab_size)
+  _assert_close_to_scale(grouped, gathered, 1e-5)
+  # Not trivially equal: the same target reads different inputs in groups 0 and 1.
+  assert float(jnp.max(jnp.abs(grouped[0] - grouped[o]))) > 1e-3
+  with pytest.raises(ValueError, match="teacher forcing"):
+    model.apply(
+      {"params": tree},
+      np.zeros((b, 10, config.d_model), np.float32),
+      mask,
+      shift_right(targets),
+      targets_per_input=o,
+      encoder_index=index,
+      method=T5.decode,
+    )
+
+
 def test_encoder_index_is_cross_attention_only():
   from robust_prompt.model.attention import MultiHeadAttention
 

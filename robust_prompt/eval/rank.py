@@ -1,9 +1,10 @@
 """Rank classification: score every answer option of an example against ONE encoder pass.
 
 The encoder runs once per (instruction, example) row, and its output is projected into
-cross-attention keys/values once per row; those are repeated `O` times along the batch so that all
-options are scored in a single batched decoder pass (no re-encoding per option, unlike a loop of
-teacher-forced forwards per option, e.g. lm-evaluation-harness's).
+cross-attention keys/values once per row; all `O` options of the row are scored in a single
+batched decoder pass whose cross-attention attends them together to those keys/values (no
+re-encoding per option, unlike a loop of teacher-forced forwards per option, e.g.
+lm-evaluation-harness's).
 
 Score modes (`SCORE_MODES`), all log-domain and per option `o` of row `b`:
 
@@ -75,13 +76,12 @@ def encode_inputs(model: T5, params, input_ids, input_mask, prompt=None):
 def teacher_forced_option_log_probs(
   model: T5, params, encoded, encoder_mask, option_ids, option_mask
 ):
-  """Per-token log-probs of every option, all options in one batched decoder pass.
+  """Per-token log-probs of every option, all options in one teacher-forced decoder pass.
 
-  The decoder runs in its KV-cache mode: a first step over the `B` rows (decoder start token)
-  projects the encoder output into cross-attention keys/values once per row; the cache is then
-  repeated `O` times along the batch (`[B, ...] -> [B*O, ...]`, row `b*O + o` is option `o` of
-  row `b`) and the `B*O` option continuations are fed in one multi-token step. Equal to teacher
-  forcing, without projecting the encoder output once per option.
+  The `B * O` option rows (row `b * O + o` is option `o` of row `b`) are decoded together with
+  `T5.decode(..., targets_per_input=O)`: each row's encoder output is projected into
+  cross-attention keys/values once, and the O options of a row attend to them together (no
+  per-option copies of the encoder output or of its keys/values).
 
   Args:
     encoded: `[B, T, H]` encoder output (computed once per row).
@@ -93,40 +93,17 @@ def teacher_forced_option_log_probs(
     `[B, O, S] float32` log p(y_s | y_<s, x), 0 where `option_mask` is 0.
   """
   b, o, s = option_ids.shape
-  start = jnp.full((b, 1), model.config.decoder_start_token_id, jnp.int32)
-  first_logits, state = model.apply(
+  targets = option_ids.reshape(b * o, s)
+  target_mask = option_mask.reshape(b * o, s)
+  logits = model.apply(
     {"params": params},
     encoded,
     encoder_mask,
-    start,
-    None,
-    decode=True,
-    max_decode_len=s,
+    scoring.shift_right(targets, model.config.decoder_start_token_id),
+    target_mask,
+    targets_per_input=o,
     method=T5.decode,
-    mutable=["cache"],
-  )  # [B, 1, V]
-  cache = jax.tree_util.tree_map(
-    lambda x: jnp.repeat(x, o, axis=0) if x.ndim else x, state["cache"]
-  )
-  targets = option_ids.reshape(b * o, s)
-  first = jnp.repeat(first_logits, o, axis=0)  # [B*O, 1, V]
-  if s > 1:
-    # Position k (1 <= k < S) reads option token k-1: shift_right without the start token.
-    rest_logits, _ = model.apply(
-      {"params": params, "cache": cache},
-      None,
-      jnp.repeat(encoder_mask, o, axis=0),
-      targets[:, :-1],
-      None,
-      decode=True,
-      max_decode_len=s,
-      method=T5.decode,
-      mutable=["cache"],
-    )  # [B*O, S-1, V]
-    logits = jnp.concatenate([first, rest_logits], axis=1)
-  else:
-    logits = first
-  target_mask = option_mask.reshape(b * o, s)
+  )  # [B*O, S, V]
   lp = scoring.token_log_probs(logits, targets) * target_mask.astype(jnp.float32)
   return lp.reshape(b, o, s)
 

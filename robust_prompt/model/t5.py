@@ -92,8 +92,10 @@ class DecoderLayer(nn.Module):
     decode_position: Array | None = None,
     max_decode_len: int | None = None,
     encoder_index: Array | None = None,
+    targets_per_input: int | None = None,
   ) -> Array:
-    """x: [R, S, H], encoded: [R, T, H] (or [B, T, H] with `encoder_index` [R]) -> [R, S, H]."""
+    """x: [R, S, H], encoded: [R, T, H] (or [B, T, H] with `encoder_index` [R] or
+    `targets_per_input` O, R = B * O) -> [R, S, H]."""
     cfg = self.config
     h = _norm(cfg, "pre_self_attention_layer_norm")(x)
     x = x + _attention(cfg, "self_attention")(
@@ -107,7 +109,14 @@ class DecoderLayer(nn.Module):
     )
     h = _norm(cfg, "pre_cross_attention_layer_norm")(x)
     x = x + _attention(cfg, "encoder_decoder_attention")(
-      h, encoded, None, cross_mask_bias, decode=decode, is_cross=True, kv_index=encoder_index
+      h,
+      encoded,
+      None,
+      cross_mask_bias,
+      decode=decode,
+      is_cross=True,
+      kv_index=encoder_index,
+      kv_group=targets_per_input,
     )
     h = _norm(cfg, "pre_mlp_layer_norm")(x)
     x = x + _mlp(cfg)(h)
@@ -147,9 +156,12 @@ class Decoder(nn.Module):
     decode: bool = False,
     max_decode_len: int | None = None,
     encoder_index: Array | None = None,
+    targets_per_input: int | None = None,
   ) -> Array:
     """Returns logits [R, S, V] float32. See `T5.decode`."""
     cfg = self.config
+    if targets_per_input is not None and (decode or encoder_index is not None):
+      raise ValueError("targets_per_input is for teacher forcing, without encoder_index")
     x = constrain(self.shared_embedding(decoder_input_ids), _ACT_AXES)
     s = x.shape[1]
     relpos = _relpos(cfg, bidirectional=False)
@@ -186,6 +198,7 @@ class Decoder(nn.Module):
         decode_position=pos,
         max_decode_len=max_decode_len,
         encoder_index=encoder_index,
+        targets_per_input=targets_per_input,
       )
     x = _norm(cfg, "decoder_norm")(x)
     if cfg.tie_word_embeddings:
@@ -241,6 +254,7 @@ class T5(nn.Module):
     decode: bool = False,
     max_decode_len: int | None = None,
     encoder_index: Array | None = None,
+    targets_per_input: int | None = None,
   ) -> Array:
     """Teacher-forced (or, with `decode=True`, incremental) decoding.
 
@@ -257,6 +271,11 @@ class T5(nn.Module):
         cross-attention projects keys/values once per input (B rows) instead of once per target
         (R rows). Under a mesh, shard it like the decoder rows (R on `data`). With `decode`, pass
         it with the [B, T] mask at every step (the cache holds the gathered [R, ...] keys/values).
+      targets_per_input: O or None (teacher forcing only, not with `encoder_index`): R = B * O
+        decoder rows, input-major (row `b * O + o` is target `o` of input `b`). Equal to
+        `encoder_index = repeat(arange(B), O)`, but cross-attention attends the O rows of an input
+        together against its keys/values (no per-target copies): the fast way to score the
+        options of multiple-choice questions.
 
     Returns:
       logits [R, S, V] float32.
@@ -269,6 +288,7 @@ class T5(nn.Module):
       decode=decode,
       max_decode_len=max_decode_len,
       encoder_index=encoder_index,
+      targets_per_input=targets_per_input,
     )
 
   def __call__(

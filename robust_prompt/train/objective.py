@@ -81,16 +81,15 @@ def _option_scores(model: T5, variables, encoded, encoder_mask, option_ids, opti
   b, o, s = option_ids.shape
   ids = option_ids.reshape(b * o, s)
   mask = option_mask.reshape(b * o, s)
-  # Each of the B*O option rows attends to its own row's encoder output: cross-attention projects
-  # K/V once per row and gathers them (rather than repeating `encoded` O times and projecting each).
-  row_index = jnp.repeat(jnp.arange(b, dtype=jnp.int32), o)
+  # Rows are input-major (b * O + o): cross-attention attends the O options of a row together
+  # against that row's keys/values, projected once per row (no per-option copies).
   logits = model.apply(
     variables,
     encoded,
     encoder_mask,
     scoring.shift_right(ids),
     mask,
-    encoder_index=row_index,
+    targets_per_input=o,
     method=T5.decode,
   )
   token_lp = scoring.token_log_probs(logits, ids) * mask
