@@ -6,10 +6,11 @@ weights. Both evaluate the same real MMLU test questions rendered through the sa
 (`robust_prompt.instructions.render`: the 4 options shown lettered, the letters "A".."D" scored),
 with the same token ids, in one run:
 
-  ours    `robust_prompt.eval.engine.Evaluator.score_chunk`: per (task, instruction) chunk, inputs
-          sorted and padded to bucketed static shapes, the encoder run ONCE per pair and the 4
-          options scored in one decoder pass over its output (jit; "warm" = already compiled,
-          the first, compiling pass is reported as "cold").
+  ours    `robust_prompt.eval.engine.Evaluator.score_chunks` over the pools of chunks that
+          `evaluate` uses (`plan_pools`: the (task, instruction) chunks of a task together),
+          inputs sorted and padded to bucketed static shapes, the encoder run ONCE per pair and
+          the 4 options scored in one decoder pass over its output (jit; "warm" = already
+          compiled, the first, compiling pass is reported as "cold").
   hf      what lm-evaluation-harness does for seq2seq models (`loglikelihood` of
           `HFLM` with AutoModelForSeq2SeqLM): one request per (pair, option), requests sorted by
           length (longest first), batched, padded, ONE FULL FORWARD (encoder + decoder) per
@@ -149,8 +150,15 @@ def main() -> None:
   settings = engine.evaluate_settings(batch_size=args.batch_size)
   evaluator = engine.Evaluator(T5(loaded.config), loaded.params, loaded.vocab, settings)
 
+  pools = engine.plan_pools(chunks, settings.pool_rows)
+
   def ours():
-    return [row for c in chunks for row in evaluator.score_chunk(c, "ours")]
+    return [
+      row
+      for pool in pools
+      for rows in evaluator.score_chunks([chunks[i] for i in pool], "ours")
+      for row in rows
+    ]
 
   start = time.perf_counter()
   ours()

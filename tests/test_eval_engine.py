@@ -341,6 +341,49 @@ def test_compiles_a_handful_of_times(tiny_model_dir, mmlu_dir, instructions):
   assert evaluator.score_fn._cache_size() - before == compiled
 
 
+def test_pooled_chunks_score_like_single_chunks_in_fewer_batches(
+  tiny_model_dir, mmlu_dir, instructions
+):
+  """Pooling the chunks of a task changes which rows share a batch, not their scores."""
+  from robust_prompt.eval import engine
+
+  loaded = load(tiny_model_dir)
+  tasks = mmlu_tasks(mmlu_dir, ("anatomy",), n=5)
+  chunks = engine.plan_chunks(tasks, instructions)
+  assert len(chunks) >= 2
+  evaluator = make_evaluator(loaded, batch_size=4)
+  alone = [evaluator.score_chunk(c, "m") for c in chunks]
+  batches = []
+  pooled = evaluator.score_chunks(chunks, "m", on_batch=batches.append)
+  assert sum(batches) == sum(len(c.examples) for c in chunks)
+  # 5 rows a chunk: 2 batches each alone (one mostly dummy rows), ceil(5 * n / 4) together.
+  assert len(batches) == -(-5 * len(chunks) // 4) < 2 * len(chunks)
+  for want, got in zip(alone, pooled):
+    assert [r["example_id"] for r in got] == [r["example_id"] for r in want]
+    assert [r["instruction_id"] for r in got] == [r["instruction_id"] for r in want]
+    for a, b in zip(got, want):
+      np.testing.assert_allclose(a["option_scores"], b["option_scores"], rtol=1e-5, atol=1e-4)
+
+
+def test_pools_stay_within_a_task_and_cover_every_chunk():
+  from robust_prompt.eval import engine
+  from robust_prompt.instructions.schema import Instruction
+
+  inst = Instruction(
+    id="i", tasks=("*",), template="{input}", split="unobserved", source="human",
+    options_format="none", answer_space="text",
+  )  # fmt: skip
+
+  def chunk(task, n):
+    return engine.Chunk(task, inst, tuple(range(n)), ())
+
+  chunks = [chunk("a", 3), chunk("a", 3), chunk("a", 3), chunk("b", 1), chunk("b", 9), chunk("c", 2)]
+  pools = engine.plan_pools(chunks, pool_rows=5)
+  assert [list(p) for p in pools] == [[0, 1], [2], [3, 4], [5]]
+  assert [list(p) for p in engine.plan_pools(chunks, pool_rows=1)] == [[i] for i in range(6)]
+  assert engine.plan_pools([], 5) == []
+
+
 def test_sharded_predictions_equal_single_device(tiny_model_dir, mmlu_dir, instructions):
   from robust_prompt import partitioning
   from robust_prompt.eval import engine

@@ -1,17 +1,19 @@
 """The robustness evaluation engine: every (task, instruction, example) scored, streamed, resumable.
 
 Work is split into *chunks*, one per (task, instruction), in a fixed order (tasks in the order
-given, instructions in collection order, examples in loader order). Each chunk is rendered,
-tokenized, sorted by input length and cut into batches of a few static shapes (`batching`), so
-that `jax.jit` compiles a handful of times for the whole run, not once per batch:
+given, instructions in collection order, examples in loader order). Each chunk is rendered and
+tokenized; pooled rows are sorted by input length and cut into batches of a few static shapes
+(`batching`), so that `jax.jit` compiles a handful of times for the whole run, not per batch:
 
 * multiple-choice rows go through `rank.make_option_scorer` (`[B, T]` inputs, `[B, O, S]`
   options; `T`, `O` and `S` are bucketed, `B` is fixed and filled with dummy rows);
 * generative rows (no options) are decoded greedily (`generate.greedy_decode`) and scored by
   normalised exact match against any reference.
 
-A chunk's rows are appended to `results.jsonl` in one fsync'd write once the chunk is done;
-`resume.completed_chunks` lets a rerun skip them. Batch composition depends only on the chunk, so a
+Consecutive chunks of a task are pooled (`plan_pools`, about `pool_rows` rows) and batched
+together, so that batches hold inputs of similar length across instructions. A pool's rows are
+appended to `results.jsonl` in one fsync'd write once the pool is done; `resume.completed_chunks`
+lets a rerun skip them. Pools and batch composition depend only on the full chunk list, so a
 resumed run writes exactly the bytes an uninterrupted one would.
 
 Multi-host: every process builds the same batches (the plan is deterministic), places them on the
@@ -25,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -61,6 +63,8 @@ class EvalSettings:
     max_target_length: options / references are truncated to this many tokens (EOS kept).
     max_decode_length: greedy steps for generative tasks.
     max_examples: evaluate only the first N examples of each task (None: all).
+    pool_rows: rows of consecutive (task, instruction) chunks batched together (`plan_pools`);
+      results are written, and a killed run resumes, a pool at a time.
   """
 
   score_mode: str = "sum"
@@ -69,6 +73,7 @@ class EvalSettings:
   max_target_length: int = 256
   max_decode_length: int = 32
   max_examples: int | None = None
+  pool_rows: int = 2048
 
 
 def evaluate_settings(
@@ -78,6 +83,7 @@ def evaluate_settings(
   max_target_length: int = 256,
   max_decode_length: int = 32,
   max_examples: int | None = None,
+  pool_rows: int = 2048,
 ) -> EvalSettings:
   """Validated `EvalSettings` (the CLI exposes this function to gin as `evaluate`).
 
@@ -91,6 +97,7 @@ def evaluate_settings(
     max_input_length=max_input_length,
     max_target_length=max_target_length,
     max_decode_length=max_decode_length,
+    pool_rows=pool_rows,
   )
   if max_examples is not None:
     sizes["max_examples"] = max_examples
@@ -104,6 +111,7 @@ def evaluate_settings(
     max_target_length=max_target_length,
     max_decode_length=max_decode_length,
     max_examples=max_examples,
+    pool_rows=pool_rows,
   )
 
 
@@ -150,6 +158,28 @@ def plan_chunks(
       "them), or select other --tasks."
     )
   return chunks
+
+
+def plan_pools(chunks: Sequence[Chunk], pool_rows: int) -> list[range]:
+  """Cuts the chunk list into pools of consecutive chunks of one task, batched together.
+
+  A pool closes once it holds at least `pool_rows` rows, or when the task changes (a task's
+  chunks share their examples, hence input lengths and option counts). The pools depend only on
+  the full chunk list, never on where a resumed run starts, so that a resumed run batches (and
+  therefore scores) every row exactly as an uninterrupted one.
+
+  Returns:
+    Ranges of chunk indices covering `chunks` in order.
+  """
+  pools, start, rows = [], 0, 0
+  for i, chunk in enumerate(chunks):
+    if i > start and (rows >= pool_rows or chunk.task != chunks[start].task):
+      pools.append(range(start, i))
+      start, rows = i, 0
+    rows += len(chunk.examples)
+  if chunks:
+    pools.append(range(start, len(chunks)))
+  return pools
 
 
 def fingerprint(
@@ -240,24 +270,46 @@ class Evaluator:
     return vocab_lib.encode_inputs(self.vocab, texts, self.settings.max_input_length)
 
   def score_chunk(self, chunk: Chunk, model_name: str) -> list[dict]:
-    """Scores one (task, instruction) chunk; returns its results rows in example order.
+    """Scores one (task, instruction) chunk; returns its results rows in example order."""
+    return self.score_chunks([chunk], model_name)[0]
 
-    Batches hold examples of similar input length (bucketed `T`); the option count `O` is
-    bucketed once for the whole chunk and the option length `S` per batch (powers of two). `S`
-    is per batch because the decoder's cost (a `V`-wide logit row per option token) grows with
-    it: one long option in a chunk must not pad every batch of that chunk to its length.
+  def score_chunks(
+    self,
+    chunks: Sequence[Chunk],
+    model_name: str,
+    on_batch: Callable[[int], None] | None = None,
+  ) -> list[list[dict]]:
+    """Scores several chunks pooled together; returns each chunk's rows in example order.
+
+    The rows of all `chunks` are sorted by input length (then by longest option) and cut into
+    batches together, so that a batch holds inputs of similar length whichever instruction
+    rendered them: a chunk alone (often a few dozen rows) would leave most batches padded to a
+    long outlier, or partly filled with dummy rows. The input length `T` is bucketed, and per
+    batch the option count `O` and option length `S` (powers of two): the decoder's cost grows
+    with `O * S` (a `V`-wide logit row per option token), so one long option must not pad every
+    batch. The results depend only on `chunks` (and the settings), not on what ran before.
+
+    Args:
+      chunks: the chunks to pool (`plan_pools` chooses them in `evaluate`).
+      model_name: the `model` column of the rows.
+      on_batch: called with the number of real rows after each batch (progress).
     """
-    inputs = self._inputs(chunk)
+    inputs: list[list[int]] = []
+    options: list[list[list[int]]] = []
+    for chunk in chunks:
+      inputs.extend(self._inputs(chunk))
+      options.extend(
+        vocab_lib.encode_targets(self.vocab, r.options, self.settings.max_target_length)
+        if r.options
+        else []
+        for r in chunk.rendered
+      )
     plans = batching.plan_batches(
-      [len(x) for x in inputs], self.batch_size, max_len=self.settings.max_input_length
+      [len(x) for x in inputs],
+      self.batch_size,
+      max_len=self.settings.max_input_length,
+      secondary=[max(map(len, o)) if o else 0 for o in options],
     )
-    options = [
-      vocab_lib.encode_targets(self.vocab, r.options, self.settings.max_target_length)
-      if r.options
-      else []
-      for r in chunk.rendered
-    ]
-    num_o = _pow2_bucket(max(map(len, options)), MIN_OPTIONS_BUCKET)
     outputs: list[Any] = [None] * len(inputs)
     for plan in plans:
       length = plan.length  # batching's buckets: 16, 24, 32, 48, 64, ... (<= 1/3 padding)
@@ -265,6 +317,7 @@ class Evaluator:
       gen = [i for i in plan.indices if not options[i]]
       if mc:
         longest = max(len(t) for i in mc for t in options[i])
+        num_o = _pow2_bucket(max(len(options[i]) for i in mc), MIN_OPTIONS_BUCKET)
         num_s = min(
           _pow2_bucket(longest, MIN_OPTION_LENGTH_BUCKET),
           max(self.settings.max_target_length, longest),
@@ -275,10 +328,18 @@ class Evaluator:
       if gen:
         for i, text in zip(gen, self._generate(inputs, gen, length)):
           outputs[i] = text
-    return [
-      make_row(model_name, chunk, ex, r, out)
-      for ex, r, out in zip(chunk.examples, chunk.rendered, outputs)
-    ]
+      if on_batch is not None:
+        on_batch(plan.num_real)
+    results, at = [], 0
+    for chunk in chunks:
+      results.append(
+        [
+          make_row(model_name, chunk, ex, r, out)
+          for ex, r, out in zip(chunk.examples, chunk.rendered, outputs[at : at + len(chunk.rendered)])
+        ]
+      )
+      at += len(chunk.rendered)
+    return results
 
   def _score_options(self, inputs, options, rows, length, num_o, num_s) -> list[np.ndarray]:
     """Option scores `[O_i]` of `rows` (one batch) via the jitted scorer."""
@@ -373,7 +434,8 @@ def evaluate(
 ) -> EvalResult:
   """Runs (or resumes) the evaluation of `chunks` into `output_dir`.
 
-  Writes `run.json`, streams `results.jsonl` (one fsync'd append per chunk), then the reports
+  Writes `run.json`, streams `results.jsonl` (one fsync'd append per pool of chunks,
+  `plan_pools`), then the reports
   (`per_instruction.csv`, `summary.json`, `report.md`, `report.html`) atomically. Only process 0
   touches the disk.
 
@@ -405,18 +467,25 @@ def evaluate(
   total = sum(len(c.examples) for c in chunks)
   bar = _progress_bar(total, sum(len(c.examples) for c in chunks[:done]), progress and main)
   last_chunk = {c.task: i for i, c in enumerate(chunks)}  # a task is done after its last chunk
+  on_batch = None if bar is None else bar.update
   try:
-    for i, chunk in enumerate(chunks[done:], start=done):
-      rows = evaluator.score_chunk(chunk, model_name)
+    for pool in plan_pools(chunks, evaluator.settings.pool_rows):
+      if pool.stop <= done:
+        continue
+      # A pool is scored whole even when a torn write left some of its chunks done: its
+      # batches, hence its scores, are then exactly those of an uninterrupted run.
+      skip = max(done - pool.start, 0)
+      if bar is not None and skip:
+        bar.update(-sum(len(c.examples) for c in chunks[pool.start : done]))
+      pooled = evaluator.score_chunks([chunks[i] for i in pool], model_name, on_batch)
       if main:
-        io_utils.append_jsonl(results_path, rows)
+        io_utils.append_jsonl(results_path, [row for rows in pooled[skip:] for row in rows])
       if bar is not None:
-        tasks_done = sum(last <= i for last in last_chunk.values())
+        tasks_done = sum(last < pool.stop for last in last_chunk.values())
         bar.set_postfix_str(
-          f"tasks {tasks_done}/{len(last_chunk)}, (task, instruction) {i + 1}/{len(chunks)}",
+          f"tasks {tasks_done}/{len(last_chunk)}, (task, instruction) {pool.stop}/{len(chunks)}",
           refresh=False,
         )
-        bar.update(len(rows))
   finally:
     if bar is not None:
       bar.close()
