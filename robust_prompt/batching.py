@@ -26,9 +26,18 @@ DEFAULT_MIN_BUCKET = 16
 
 
 def bucket_length(
-  n: int, max_len: int | None = None, *, minimum: int = DEFAULT_MIN_BUCKET, multiple: int = 1
+  n: int,
+  max_len: int | None = None,
+  *,
+  minimum: int = DEFAULT_MIN_BUCKET,
+  multiple: int = 1,
+  steps_per_octave: int = 2,
 ) -> int:
   """The smallest bucket that holds `n`: `minimum`, then 2^k and 1.5 * 2^k, capped at `max_len`.
+
+  With `steps_per_octave=4` the buckets between 2^k and 2^(k+1) are 2^k * (1, 1.25, 1.5, 1.75)
+  (at most a fifth of a row is padding, for twice the shapes): for long runs of one shape, such
+  as an evaluation, where compiling a few more shapes is cheaper than the padding.
 
   Args:
     n: the length (or count) to hold.
@@ -44,11 +53,17 @@ def bucket_length(
     raise ValueError(f"length must be >= 0, got {n}")
   if max_len is not None and n > max_len:
     raise ValueError(f"length {n} exceeds the maximum {max_len}; truncate before bucketing")
+  if steps_per_octave not in (2, 4):
+    raise ValueError(f"steps_per_octave must be 2 or 4, got {steps_per_octave}")
   bucket = max(int(minimum), 1)
   while bucket < n:
-    # 16 -> 24 -> 32 -> 48 -> 64: alternate 1.5x and 4/3x steps (2^k, 1.5 * 2^k).
-    half_step = bucket // 2 if (bucket & (bucket - 1)) == 0 else bucket // 3
-    bucket += max(half_step, 1)
+    if steps_per_octave == 2:
+      # 16 -> 24 -> 32 -> 48 -> 64: alternate 1.5x and 4/3x steps (2^k, 1.5 * 2^k).
+      step = bucket // 2 if (bucket & (bucket - 1)) == 0 else bucket // 3
+    else:
+      # 16 -> 20 -> 24 -> 28 -> 32 -> 40: a quarter of the octave's lower power of two.
+      step = (1 << (bucket.bit_length() - 1)) // 4
+    bucket += max(step, 1)
   if max_len is not None:
     bucket = min(bucket, max_len)
   return int(math.ceil(bucket / multiple) * multiple)
@@ -118,6 +133,7 @@ def plan_batches(
   sort: bool = True,
   longest_first: bool = True,
   secondary: Sequence[int] | None = None,
+  steps_per_octave: int = 2,
 ) -> list[Batch]:
   """Groups examples into fixed-size batches of similar length, each with a bucketed length.
 
@@ -132,6 +148,7 @@ def plan_batches(
     secondary: a second length per example (e.g. its longest target) that orders examples within
       a length bucket. The bucket, not the exact length, then fixes the padded length, so grouping
       by the secondary length cuts the padding of whatever it measures (e.g. decoder rows) for free.
+    steps_per_octave: length buckets per doubling (`bucket_length`).
 
   Returns:
     Batches covering every index exactly once; scatter results back with `Batch.indices`.
@@ -144,7 +161,10 @@ def plan_batches(
   elif secondary is None:
     order = np.argsort(lengths, kind="stable")
   else:
-    buckets = [bucket_length(int(n), max_len, minimum=minimum) for n in lengths]
+    buckets = [
+      bucket_length(int(n), max_len, minimum=minimum, steps_per_octave=steps_per_octave)
+      for n in lengths
+    ]
     order = np.lexsort((lengths, np.asarray(secondary), buckets))
   batches = []
   for start in range(0, len(order), batch_size):
@@ -153,7 +173,7 @@ def plan_batches(
     batches.append(
       Batch(
         indices=tuple(int(i) for i in chunk),
-        length=bucket_length(longest, max_len, minimum=minimum),
+        length=bucket_length(longest, max_len, minimum=minimum, steps_per_octave=steps_per_octave),
         size=batch_size,
       )
     )

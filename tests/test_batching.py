@@ -11,6 +11,16 @@ def test_bucket_lengths_follow_the_power_of_two_and_a_half_scheme():
   assert got == [16, 16, 16, 24, 24, 32, 48, 64, 96, 128, 256, 384]
 
 
+def test_quarter_octave_buckets():
+  got = [
+    batching.bucket_length(n, steps_per_octave=4) for n in (1, 16, 17, 21, 33, 65, 100, 129, 200)
+  ]
+  assert got == [16, 16, 20, 24, 40, 80, 112, 160, 224]
+  assert batching.bucket_length(1000, 1024, steps_per_octave=4) == 1024
+  with pytest.raises(ValueError, match="steps_per_octave"):
+    batching.bucket_length(5, steps_per_octave=3)
+
+
 def test_bucket_length_is_capped_and_rounded():
   assert batching.bucket_length(300, 320) == 320
   assert batching.bucket_length(5, 320, minimum=4) == 6
