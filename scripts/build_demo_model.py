@@ -45,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
   )
   args = parser.parse_args(argv)
   if args.add_prefix_reference:
-    build.add_prefix_reference(args.output_dir)
+    try:
+      build.add_prefix_reference(args.output_dir)
+    except (FileNotFoundError, RuntimeError) as e:
+      print(f"build_demo_model: error: {e} (demo_build.json left as it was)", file=sys.stderr)
+      return 1
     return 0
   config = dataclasses.replace(defaults, seed=args.seed, num_steps=args.num_steps)
   try:

@@ -169,6 +169,33 @@ def test_tuning_prefix_reproduces_the_build(info):
     assert not bad, f"after {steps} steps, far from the run on {ref['cpu']}: {bad[:5]}"
 
 
+def test_add_prefix_reference_records_this_cpu_kind_and_refuses_a_far_run(tmp_path):
+  """The script's --add_prefix_reference: a run far from a recorded kind is refused and the file
+  is left as it was; otherwise this machine's kind is recorded once, its digest reproducible."""
+  import shutil
+
+  model = tmp_path / "model"
+  shutil.copytree(assets.model_dir(), model)
+  info = assets.build_info(model)
+  far = json.loads(json.dumps(info))
+  far_ref = dict(far["prefix_references"][0], cpu={"machine": "elsewhere"})
+  far_ref["checksums"] = {k: [v[0] + 10 * v[1], v[1]] for k, v in far_ref["checksums"].items()}
+  far["prefix_references"].append(far_ref)
+  (model / assets.BUILD_INFO).write_text(json.dumps(far))
+  before = (model / assets.BUILD_INFO).read_bytes()
+  with pytest.raises(RuntimeError, match="not close"):
+    build.add_prefix_reference(model, log=lambda _: None)
+  assert (model / assets.BUILD_INFO).read_bytes() == before
+
+  (model / assets.BUILD_INFO).write_text(json.dumps(info))
+  entry = build.add_prefix_reference(model, log=lambda _: None)
+  refs = assets.build_info(model)["prefix_references"]
+  assert reproduce.matching_reference(refs, entry["cpu"], info["prefix_steps"]) == entry
+  assert sum(r["cpu"] == entry["cpu"] for r in refs) == 1
+  with pytest.raises(FileNotFoundError, match="demo model directory"):
+    build.add_prefix_reference(tmp_path / "nothing", log=lambda _: None)
+
+
 def test_checksums_tell_close_from_far():
   params = {"a": np.linspace(-1, 1, 101, dtype=np.float32), "b": np.ones((3, 4), np.float32)}
   base = reproduce.params_checksums(params)

@@ -146,6 +146,11 @@ def add_prefix_reference(
     The new reference entry.
   """
   directory = pathlib.Path(model_dir) if model_dir else assets.model_dir()
+  if not (directory / assets.BUILD_INFO).is_file():
+    raise FileNotFoundError(
+      f"{directory / assets.BUILD_INFO} not found: --output_dir must be a demo model directory "
+      "(one that build_demo_model.py wrote)"
+    )
   info = assets.build_info(directory)
   config = tuning.TuneConfig(**info["recipe"])
   vocab = tuning.load_vocabulary(directory / "spiece.model")
@@ -153,14 +158,12 @@ def add_prefix_reference(
   first, second = (reproduce.prefix_reference(config, vocab, steps) for _ in range(2))
   if first["digest"] != second["digest"]:
     raise RuntimeError(f"two runs of the first {steps} steps differ on this machine: not recorded")
-  close_to = [
-    r for r in info.get("prefix_references", []) if "checksums" in r and r["steps"] == steps
-  ]
-  for ref in close_to:
+  references = info.get("prefix_references", [])
+  for ref in references:
     bad = reproduce.checksums_close(first["checksums"], ref["checksums"])
-    if bad:
+    if ref["steps"] == steps and bad:
       raise RuntimeError(f"this machine's run is not close to the one on {ref['cpu']}: {bad[:5]}")
-  info["prefix_references"] = reproduce.with_reference(info.get("prefix_references", []), first)
+  info["prefix_references"] = reproduce.with_reference(references, first)
   io_utils.atomic_write_json(directory / assets.BUILD_INFO, info)
   log(f"prefix reference for {first['cpu']} -> {directory / assets.BUILD_INFO}")
   return first

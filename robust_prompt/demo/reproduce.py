@@ -96,17 +96,16 @@ def prefix_reference(config: tuning.TuneConfig, vocab, steps: int) -> dict:
   }
 
 
+def _same_kind(ref: dict, fingerprint: dict, steps: int) -> bool:
+  return ref.get("cpu") == fingerprint and ref.get("steps") == steps
+
+
 def matching_reference(references: list[dict], fingerprint: dict, steps: int) -> dict | None:
   """The reference recorded on a CPU of this kind for `steps` steps, if any."""
-  for ref in references:
-    if ref.get("cpu") == fingerprint and ref.get("steps") == steps:
-      return ref
-  return None
+  return next((r for r in references if _same_kind(r, fingerprint, steps)), None)
 
 
 def with_reference(references: list[dict], entry: dict) -> list[dict]:
   """`references` with `entry` added, replacing one of the same CPU kind and step count."""
-  kept = [
-    r for r in references if not (r.get("cpu") == entry["cpu"] and r["steps"] == entry["steps"])
-  ]
+  kept = [r for r in references if not _same_kind(r, entry["cpu"], entry["steps"])]
   return kept + [entry]

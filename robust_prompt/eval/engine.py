@@ -469,20 +469,18 @@ def evaluate(
     raise RuntimeError("process 0 could not prepare the output directory (see its error)")
   if main and not results_path.exists():
     results_path.touch()
+  # A pool is scored whole even when a torn write left some of its chunks done: its batches,
+  # hence its scores, are then exactly those of an uninterrupted run.
+  pools = [p for p in plan_pools(chunks, evaluator.settings.pool_rows) if p.stop > done]
+  resume_from = pools[0].start if pools else len(chunks)
   total = sum(len(c.examples) for c in chunks)
-  bar = _progress_bar(total, sum(len(c.examples) for c in chunks[:done]), progress and main)
+  bar = _progress_bar(total, sum(len(c.examples) for c in chunks[:resume_from]), progress and main)
   last_chunk = {c.task: i for i, c in enumerate(chunks)}  # a task is done after its last chunk
   on_batch = None if bar is None else bar.update
   try:
-    for pool in plan_pools(chunks, evaluator.settings.pool_rows):
-      if pool.stop <= done:
-        continue
-      # A pool is scored whole even when a torn write left some of its chunks done: its
-      # batches, hence its scores, are then exactly those of an uninterrupted run.
+    for pool in pools:
       skip = max(done - pool.start, 0)
-      if bar is not None and skip:
-        bar.update(-sum(len(c.examples) for c in chunks[pool.start : done]))
-      pooled = evaluator.score_chunks([chunks[i] for i in pool], model_name, on_batch)
+      pooled = evaluator.score_chunks(chunks[pool.start : pool.stop], model_name, on_batch)
       if main:
         io_utils.append_jsonl(results_path, [row for rows in pooled[skip:] for row in rows])
       if bar is not None:
