@@ -415,6 +415,24 @@ def test_sharded_predictions_equal_single_device(tiny_model_dir, mmlu_dir, instr
         np.testing.assert_allclose(a["option_scores"], b["option_scores"], rtol=1e-5, atol=1e-4)
 
 
+def test_host_parameters_are_placed_once(tiny_model_dir, mmlu_dir, instructions):
+  """numpy parameters (`load_model` without a mesh) go onto the device when the evaluator is
+  made, not with every batch; placed ones are kept as they are (same buffers)."""
+  import jax
+
+  from robust_prompt import partitioning
+
+  loaded = load(tiny_model_dir)
+  assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(loaded.params))
+  evaluator = make_evaluator(loaded)
+  assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(evaluator.params))
+  mesh = partitioning.make_mesh(2, 4)
+  placed = load(tiny_model_dir, mesh=mesh)
+  on_mesh = make_evaluator(placed, mesh=mesh)
+  for a, b in zip(jax.tree.leaves(on_mesh.params), jax.tree.leaves(placed.params)):
+    assert a is b
+
+
 def test_soft_prompt_matches_pytorch_inputs_embeds(tiny_model_dir, mmlu_dir, instructions):
   import torch
   import transformers

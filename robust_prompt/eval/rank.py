@@ -1,10 +1,9 @@
 """Rank classification: score every answer option of an example against ONE encoder pass.
 
 The encoder runs once per (instruction, example) row, and its output is projected into
-cross-attention keys/values once per row; all `O` options of the row are scored in a single
-batched decoder pass whose cross-attention attends them together to those keys/values (no
-re-encoding per option, unlike a loop of teacher-forced forwards per option, e.g.
-lm-evaluation-harness's).
+cross-attention keys/values once per row; all `O` options of the row are scored in ONE decoder
+row that shares their common start position (`scoring.option_log_probs`; no re-encoding per option, unlike
+a loop of teacher-forced forwards per option, e.g. lm-evaluation-harness's).
 
 Score modes (`SCORE_MODES`), all log-domain and per option `o` of row `b`:
 
@@ -73,41 +72,6 @@ def encode_inputs(model: T5, params, input_ids, input_mask, prompt=None):
   return encoded, mask
 
 
-def teacher_forced_option_log_probs(
-  model: T5, params, encoded, encoder_mask, option_ids, option_mask
-):
-  """Per-token log-probs of every option, all options in one teacher-forced decoder pass.
-
-  The `B * O` option rows (row `b * O + o` is option `o` of row `b`) are decoded together with
-  `T5.decode(..., targets_per_input=O)`: each row's encoder output is projected into
-  cross-attention keys/values once, and the O options of a row attend to them together (no
-  per-option copies of the encoder output or of its keys/values).
-
-  Args:
-    encoded: `[B, T, H]` encoder output (computed once per row).
-    encoder_mask: `[B, T]`.
-    option_ids: `[B, O, S] int32` option tokens (EOS included), 0-padded.
-    option_mask: `[B, O, S]` 1 for real option tokens.
-
-  Returns:
-    `[B, O, S] float32` log p(y_s | y_<s, x), 0 where `option_mask` is 0.
-  """
-  b, o, s = option_ids.shape
-  targets = option_ids.reshape(b * o, s)
-  target_mask = option_mask.reshape(b * o, s)
-  logits = model.apply(
-    {"params": params},
-    encoded,
-    encoder_mask,
-    scoring.shift_right(targets, model.config.decoder_start_token_id),
-    target_mask,
-    targets_per_input=o,
-    method=T5.decode,
-  )  # [B*O, S, V]
-  lp = scoring.token_log_probs(logits, targets) * target_mask.astype(jnp.float32)
-  return lp.reshape(b, o, s)
-
-
 def greedy_prefix_scores(step_lp, greedy_tokens, option_mask):
   """Combines greedy-step log-probs into the study's score (see the module docstring).
 
@@ -165,9 +129,7 @@ def option_scores(
     )
     scores = greedy_prefix_scores(step_lp, greedy, option_mask)
   else:
-    lp = teacher_forced_option_log_probs(
-      model, params, encoded, encoder_mask, option_ids, option_mask
-    )
+    lp = scoring.option_log_probs(model, params, encoded, encoder_mask, option_ids, option_mask)
     scores = lp.sum(-1)
     if score_mode == "mean":
       scores = scores / jnp.maximum(option_mask.sum(-1), 1).astype(jnp.float32)

@@ -78,10 +78,18 @@ class RelativePositionBiases(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, q_len: int, k_len: int, q_offset: Array | int = 0) -> Array:
+  def __call__(
+    self,
+    q_len: int,
+    k_len: int,
+    q_offset: Array | int = 0,
+    relative_position: np.ndarray | None = None,
+  ) -> Array:
     """Returns the bias [1, N, q_len, k_len] float32 for queries at `q_offset + arange(q_len)`.
 
     `q_offset` may be traced (incremental decoding); the bucket table is still static.
+    `relative_position` ([q_len, k_len] int, static) replaces the positions of a plain sequence
+    (e.g. the option tree of `option_layout`).
     """
     rel_embedding = self.param(
       "rel_embedding",
@@ -91,8 +99,10 @@ class RelativePositionBiases(nn.Module):
       (self.num_heads, self.num_buckets),
       self.param_dtype,
     )
-    if isinstance(q_offset, int):
-      rel = np.arange(k_len)[None, :] - (q_offset + np.arange(q_len))[:, None]
+    if relative_position is not None or isinstance(q_offset, int):
+      rel = relative_position
+      if rel is None:
+        rel = np.arange(k_len)[None, :] - (q_offset + np.arange(q_len))[:, None]
       buckets = jnp.asarray(
         relative_position_bucket(rel, self.bidirectional, self.num_buckets, self.max_distance)
       )
@@ -123,12 +133,16 @@ class MultiHeadAttention(nn.Module):
   Attributes:
     num_heads: N.
     head_dim: D.
+    absorb_cross: teacher-forced cross-attention in the absorbed form (see
+      `_absorbed_cross_attention`): True, False, or None to choose whichever form needs fewer
+      FLOPs for the shapes at hand (`absorbed_is_cheaper`).
   """
 
   num_heads: int
   head_dim: int
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  absorb_cross: bool | None = None
 
   def _dense(self, features: int, axes: tuple[str, str], name: str) -> Dense:
     return Dense(features, axes, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
@@ -224,6 +238,16 @@ class MultiHeadAttention(nn.Module):
       cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, v_new, start)
       k, v = cached_key.value, cached_value.value
     else:
+      absorb = self.absorb_cross
+      if absorb is None:
+        absorb = is_cross and absorbed_is_cheaper(
+          q.shape[0], q.shape[1], inputs_kv.shape[0], inputs_kv.shape[1], inputs_kv.shape[2],
+          self.head_dim,
+        )  # fmt: skip
+      if absorb and is_cross:
+        kv_rows = inputs_kv if kv_index is None else inputs_kv[kv_index]
+        out = self._absorbed_cross_attention(q, kv_rows, mask_bias)
+        return self._output(out, inputs_q.shape[-1], rows if kv_group is not None else None)
       k = self._gather_rows(self._project(inputs_kv, "key"), kv_index)
       v = self._gather_rows(self._project(inputs_kv, "value"), kv_index)
 
@@ -238,8 +262,56 @@ class MultiHeadAttention(nn.Module):
       logits = logits + mask_bias
     weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
     out = jnp.swapaxes(jnp.einsum("bnqk,bnkd->bnqd", weights, v), 1, 2)  # [B, Q, N, D]
-    if kv_group is not None:
-      out = out.reshape(rows, q_len, *out.shape[2:])
+    return self._output(out, inputs_q.shape[-1], rows if kv_group is not None else None)
+
+  def _output(self, out: Array, features: int, rows: int | None) -> Array:
+    """out: [B, Q, N, D] (`rows` R: regroup [B, O * Q] queries as [R, Q]) -> [B|R, Q, H]."""
+    if rows is not None:
+      out = out.reshape(rows, out.shape[1] * out.shape[0] // rows, *out.shape[2:])
     out = out.reshape(*out.shape[:2], self.num_heads * self.head_dim)
     out = constrain(out, ("batch", "length", "joined_kv"))
-    return self._dense(inputs_q.shape[-1], ("joined_kv", "embed"), "out")(out)
+    return self._dense(features, ("joined_kv", "embed"), "out")(out)
+
+  def _absorbed_cross_attention(self, q: Array, kv: Array, mask_bias: Array | None) -> Array:
+    """Cross-attention without projecting the encoder output: q [B, Q, N, D], kv [B, K, H].
+
+    `q . (kv Wk) = (q Wk^T) . kv` and `w (kv Wv) = (w kv) Wv`: the queries are taken into the
+    model width instead of the K encoder positions into keys and values. The same numbers up to
+    float32 rounding, in `2 Q N H (D + K)` multiply-adds per row instead of `2 N D K (H + Q)`:
+    far fewer when the decoder has few positions (scoring short options), since K/V projections
+    of every encoder position are what dominates there.
+
+    Returns:
+      [B, Q, N, D] in `dtype`.
+    """
+    h = kv.shape[-1]
+    shape = (h, self.num_heads, self.head_dim)
+    wk = self._dense(self.num_heads * self.head_dim, ("embed", "joined_kv"), "key")(
+      None, in_features=h
+    ).reshape(shape)
+    wv = self._dense(self.num_heads * self.head_dim, ("embed", "joined_kv"), "value")(
+      None, in_features=h
+    ).reshape(shape)
+    kv = kv.astype(self.dtype)
+    qk = jnp.einsum("bqnd,hnd->bnqh", q, wk)  # [B, N, Q, H]
+    qk = constrain(qk, ("batch", "heads", "length", "embed"))
+    logits = jnp.einsum("bnqh,bkh->bnqk", qk, kv, preferred_element_type=jnp.float32)
+    if mask_bias is not None:
+      logits = logits + mask_bias
+    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    ctx = jnp.einsum("bnqk,bkh->bnqh", weights, kv)  # [B, N, Q, H]
+    ctx = constrain(ctx, ("batch", "heads", "length", "embed"))
+    return jnp.einsum("bnqh,hnd->bqnd", ctx, wv)
+
+
+def absorbed_is_cheaper(
+  q_rows: int, q_len: int, kv_rows: int, k_len: int, width: int, head_dim: int
+) -> bool:
+  """Whether absorbed cross-attention needs fewer multiply-adds than projecting keys/values.
+
+  Per head: projecting costs `2 K H D` per key/value row plus `2 Q K D` per query row; absorbing
+  costs `2 Q H (D + K)` per query row (`q_rows` query rows read `kv_rows` encoder rows).
+  """
+  project = kv_rows * 2 * k_len * width * head_dim + q_rows * 2 * q_len * k_len * head_dim
+  absorb = q_rows * 2 * q_len * width * (head_dim + k_len)
+  return absorb < project

@@ -65,16 +65,24 @@ class Dense(nn.Module):
   kernel_init: Callable[..., Array] = default_kernel_init
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
-    """x: [..., in] -> [..., features] in `dtype`."""
+  def __call__(self, x: Array | None, *, in_features: int | None = None) -> Array:
+    """x: [..., in] -> [..., features] in `dtype`.
+
+    Called as `dense(None, in_features=n)` it returns its kernel [n, features] (in `dtype`)
+    instead, for callers that contract it differently (attention's absorbed cross-attention).
+    """
+    if (x is None) == (in_features is None):
+      raise ValueError("Dense takes either an input or in_features (to return its kernel)")
     kernel = self.param(
       "kernel",
       nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
-      (x.shape[-1], self.features),
+      (x.shape[-1] if x is not None else in_features, self.features),
       self.param_dtype,
     )
-    x = x.astype(self.dtype)
     kernel = kernel.astype(self.dtype)
+    if x is None:
+      return kernel
+    x = x.astype(self.dtype)
     return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
 
 

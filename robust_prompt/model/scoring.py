@@ -7,6 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from robust_prompt.model import option_layout
 from robust_prompt.model.t5 import T5
 
 Array = jax.Array
@@ -103,3 +104,44 @@ def score_targets(
   """
   encoded = model.apply(_variables(params), input_ids, input_mask, method=T5.encode)
   return score_with_encoded(model, params, encoded, input_mask, target_ids, target_mask)
+
+
+def option_log_probs(
+  model: T5,
+  params: Any,
+  encoded: Array,
+  encoder_mask: Array,
+  option_ids: Array,
+  option_mask: Array,
+) -> Array:
+  """Per-token log-probs of the O options of every input, all options of an input in ONE row.
+
+  The options are laid out as a tree (`option_layout.shared_start_layout`): the start position,
+  which every option shares, once, then each option's own tokens, attending to the start and to
+  their own option only. One decoder row of `L = 1 + O * (S - 1)` positions per input instead of
+  O rows of S: cross-attention reads each input once, and the start position's layers and
+  full-vocabulary logits are computed once instead of O times. Each option sees exactly what it
+  would see in a row of its own (the same scores up to float32 rounding).
+
+  Args:
+    model: the `T5` module.
+    params: `{"params": tree}` or the tree.
+    encoded: `[B, T, H]` encoder outputs; encoder_mask: `[B, T]`.
+    option_ids: `[B, O, S] int32` option tokens (EOS included), 0-padded.
+    option_mask: `[B, O, S]` 1 for real option tokens (a dummy option is all 0).
+
+  Returns:
+    `[B, O, S] float32` log p(y_s | y_<s, x), 0 where `option_mask` is 0.
+  """
+  _, o, s = option_ids.shape
+  layout = option_layout.shared_start_layout(o, s)
+  logits = model.apply(
+    _variables(params),
+    encoded,
+    encoder_mask,
+    option_layout.decoder_inputs(layout, option_ids, model.config.decoder_start_token_id),
+    layout=layout.decoder,
+    method=T5.decode,
+  )  # [B, L, V]
+  lp = option_layout.option_token_log_probs(layout, logits, option_ids)
+  return jnp.where(jnp.asarray(option_mask).astype(bool), lp, 0.0)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from robust_prompt.model.attention import MultiHeadAttention, RelativePositionBiases, mask_to_bias
 from robust_prompt.model.config import T5Config
 from robust_prompt.model.layers import Dense, Embed, MlpBlock, RMSNorm, constrain
+from robust_prompt.model.option_layout import DecoderLayout
 
 Array = jax.Array
 
@@ -157,11 +158,14 @@ class Decoder(nn.Module):
     max_decode_len: int | None = None,
     encoder_index: Array | None = None,
     targets_per_input: int | None = None,
+    layout: DecoderLayout | None = None,
   ) -> Array:
     """Returns logits [R, S, V] float32. See `T5.decode`."""
     cfg = self.config
     if targets_per_input is not None and (decode or encoder_index is not None):
       raise ValueError("targets_per_input is for teacher forcing, without encoder_index")
+    if layout is not None and decode:
+      raise ValueError("a decoder layout is for teacher forcing (decode=False)")
     x = constrain(self.shared_embedding(decoder_input_ids), _ACT_AXES)
     s = x.shape[1]
     relpos = _relpos(cfg, bidirectional=False)
@@ -182,8 +186,14 @@ class Decoder(nn.Module):
       position.value = pos + s
     else:
       pos = None
-      position_bias = relpos(s, s)
-      causal = jnp.tril(jnp.ones((s, s), dtype=bool))[None, None]
+      if layout is None:
+        position_bias = relpos(s, s)
+        causal = jnp.tril(jnp.ones((s, s), dtype=bool))[None, None]
+      else:
+        if layout.visible.shape != (s, s):
+          raise ValueError(f"decoder layout is for {layout.visible.shape[0]} positions, not {s}")
+        position_bias = relpos(s, s, relative_position=layout.relative_position)
+        causal = jnp.asarray(layout.visible)[None, None]
       if decoder_mask is not None:
         causal = causal & decoder_mask.astype(bool)[:, None, None, :]
       self_mask_bias = mask_to_bias(causal)
@@ -255,6 +265,7 @@ class T5(nn.Module):
     max_decode_len: int | None = None,
     encoder_index: Array | None = None,
     targets_per_input: int | None = None,
+    layout: DecoderLayout | None = None,
   ) -> Array:
     """Teacher-forced (or, with `decode=True`, incremental) decoding.
 
@@ -276,6 +287,10 @@ class T5(nn.Module):
         `encoder_index = repeat(arange(B), O)`, but cross-attention attends the O rows of an input
         together against its keys/values (no per-target copies): the fast way to score the
         options of multiple-choice questions.
+      layout: a static `option_layout.DecoderLayout` over the S positions (teacher forcing
+        only), replacing the causal chain: which positions each one sees, and their relative
+        positions. With `option_layout.shared_start_layout` one row holds all options of an
+        input, sharing the start position (the fastest way to score short options).
 
     Returns:
       logits [R, S, V] float32.
@@ -289,6 +304,7 @@ class T5(nn.Module):
       max_decode_len=max_decode_len,
       encoder_index=encoder_index,
       targets_per_input=targets_per_input,
+      layout=layout,
     )
 
   def __call__(

@@ -74,26 +74,12 @@ def pooling_mask(mask: jax.Array, prompt_length: int, pooling: str) -> jax.Array
 
 
 def _option_scores(model: T5, variables, encoded, encoder_mask, option_ids, option_mask):
-  """Sum log-likelihood of each option (EOS included), all options in one decoder pass.
+  """Sum log-likelihood of each option (EOS included), all options of a row in one decoder row.
 
   `encoded [B, T', H]`, `option_ids [B, O, S_opt]` -> `[B, O]` float32.
   """
-  b, o, s = option_ids.shape
-  ids = option_ids.reshape(b * o, s)
-  mask = option_mask.reshape(b * o, s)
-  # Rows are input-major (b * O + o): cross-attention attends the O options of a row together
-  # against that row's keys/values, projected once per row (no per-option copies).
-  logits = model.apply(
-    variables,
-    encoded,
-    encoder_mask,
-    scoring.shift_right(ids),
-    mask,
-    targets_per_input=o,
-    method=T5.decode,
-  )
-  token_lp = scoring.token_log_probs(logits, ids) * mask
-  return token_lp.sum(-1).reshape(b, o)
+  lp = scoring.option_log_probs(model, variables, encoded, encoder_mask, option_ids, option_mask)
+  return lp.sum(-1)
 
 
 def compute_loss(prompt: jax.Array, frozen_params, batch: dict, *, model: T5, config: LossConfig):
