@@ -95,3 +95,33 @@ def summarize(times: list[float]) -> str:
   if len(times) == 1:
     return f"{times[0]:.2f}s"
   return f"median {statistics.median(times):.2f}s (min {min(times):.2f}, max {max(times):.2f})"
+
+
+def matmul_peak_gflops(repeats: int = 10, m: int = 2048, k: int = 512, n: int = 2048) -> dict:
+  """This CPU's float32 matrix-multiply rate, the ceiling of any step made of T5's products.
+
+  Times `[m, k] @ [k, n]` (T5-small's MLP shape) in jax (jitted) and in PyTorch; the best of
+  `repeats` runs each.
+
+  Returns:
+    `{"jax": GFLOP/s, "torch": GFLOP/s}` (torch omitted when it is not installed).
+  """
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  flops = 2.0 * m * k * n
+  a = np.random.default_rng(0).normal(size=(m, k)).astype(np.float32)
+  b = np.random.default_rng(1).normal(size=(k, n)).astype(np.float32)
+  product = jax.jit(jnp.matmul)
+  ja, jb = jax.device_put(a), jax.device_put(b)
+  jax.block_until_ready(product(ja, jb))
+  out = {"jax": flops / min(timed(lambda: jax.block_until_ready(product(ja, jb)), repeats)) / 1e9}
+  try:
+    import torch
+  except ImportError:
+    return out
+  ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+  ta @ tb
+  out["torch"] = flops / min(timed(lambda: ta @ tb, repeats)) / 1e9
+  return out

@@ -26,7 +26,13 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import HF_SIZES, SPIECE, cpu_threads, mmlu_questions  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+  HF_SIZES,
+  SPIECE,
+  cpu_threads,
+  matmul_peak_gflops,
+  mmlu_questions,
+)
 from benchmarks.score_throughput import make_hf_model  # noqa: E402
 
 
@@ -93,6 +99,7 @@ def run_ours(model_dir, batches, prompt_length, steps, lr):
     example_batch=batches[0],
     num_groups=len(batches[0]["group_ids"]),
   )
+  flops = step_flops(T5(loaded.config), loaded.params, batches[0], state.params["prompt"])
   rng = jax.random.PRNGKey(0)
   start = time.perf_counter()
   state, metrics = step(state, loaded.params, batches[0], rng)
@@ -103,7 +110,23 @@ def run_ours(model_dir, batches, prompt_length, steps, lr):
     state, metrics = step(state, loaded.params, batches[(i + 1) % len(batches)], rng)
     jax.block_until_ready(state)
   warm = time.perf_counter() - start
-  return steps / warm, cold, float(metrics["loss"])
+  return steps / warm, cold, float(metrics["loss"]), flops
+
+
+def step_flops(model, params, batch, prompt) -> float:
+  """FLOPs of one step's forward + backward to the prompt (XLA's cost analysis of the compiled
+  gradient of `objective.compute_loss`; the Adam update of P x H values is negligible)."""
+  import jax
+
+  from robust_prompt.train import objective
+
+  def loss(p):
+    return objective.compute_loss(p, params, batch, model=model, config=objective.LossConfig())[0]
+
+  cost = jax.jit(jax.grad(loss)).lower(prompt).compile().cost_analysis()
+  if isinstance(cost, list):  # older jax: one dict per program
+    cost = cost[0]
+  return float(cost["flops"])
 
 
 def run_peft(model, batches, prompt_length, steps, lr):
@@ -164,7 +187,9 @@ def main(argv=None) -> int:
     batches = make_batches(
       tokenizer, 4, args.batch_size, args.max_input_length, args.max_target_length
     )
-    ours, cold, our_loss = run_ours(model_dir, batches, args.prompt_length, args.steps, args.lr)
+    ours, cold, our_loss, flops = run_ours(
+      model_dir, batches, args.prompt_length, args.steps, args.lr
+    )
     theirs, their_loss, trainable = run_peft(
       hf_model, batches, args.prompt_length, args.steps, args.lr
     )
@@ -178,6 +203,25 @@ def main(argv=None) -> int:
   )
   print(f"  HF PEFT (PyTorch)          {theirs:7.3f} steps/s  (loss {their_loss:.3f})")
   print(f"  ratio ours / PEFT          {ours / theirs:7.2f}x")
+  # What any implementation could reach: a step is matrix products, so FLOPs / (this CPU's
+  # matmul rate) bounds its time from below. PEFT computes at least our FLOPs (we skip some).
+  peak = matmul_peak_gflops()
+  gflop = flops / 1e9
+  best = max(peak.values())
+  print(
+    f"roofline: {gflop:.1f} GFLOP per step (XLA cost analysis, forward + backward to the prompt); "
+    f"fp32 matmul peak of this CPU "
+    + ", ".join(f"{k} {v:.0f}" for k, v in peak.items())
+    + " GFLOP/s"
+  )
+  print(
+    f"  ours {gflop * ours:.0f} GFLOP/s ({gflop * ours / best:.0%} of peak), "
+    f"PEFT >= {gflop * theirs:.0f} GFLOP/s ({gflop * theirs / best:.0%})"
+  )
+  print(
+    f"  at 100% of peak a step of these FLOPs takes {gflop / best * 1e3:.0f} ms: "
+    f"{best / gflop:.2f} steps/s, at most {best / gflop / theirs:.2f}x PEFT"
+  )
   return 0
 
 

@@ -290,8 +290,8 @@ class Evaluator:
     rendered them: a chunk alone (often a few dozen rows) would leave most batches padded to a
     long outlier, or partly filled with dummy rows. The input length `T` is bucketed, and per
     batch the option count `O` and option length `S` (powers of two): the decoder's cost grows
-    with `O * S` (a `V`-wide logit row per option token), so one long option must not pad every
-    batch. The results depend only on `chunks` (and the settings), not on what ran before.
+    with `1 + O * (S - 1)` (a `V`-wide logit row per option position), so one long option must
+    not pad every batch. The results depend only on `chunks` (and the settings), not on what ran before.
 
     Args:
       chunks: the chunks to pool (`plan_pools` chooses them in `evaluate`).

@@ -1,9 +1,9 @@
 """Rank classification: score every answer option of an example against ONE encoder pass.
 
-The encoder runs once per (instruction, example) row, and its output is projected into
-cross-attention keys/values once per row; all `O` options of the row are scored in ONE decoder
-row that shares their common start position (`scoring.option_log_probs`; no re-encoding per option, unlike
-a loop of teacher-forced forwards per option, e.g. lm-evaluation-harness's).
+The encoder runs once per (instruction, example) row, and all `O` options of the row are scored
+in ONE decoder row that computes their common start position once (`scoring.option_log_probs`):
+no re-encoding per option, unlike a loop of teacher-forced forwards per option (e.g.
+lm-evaluation-harness's).
 
 Score modes (`SCORE_MODES`), all log-domain and per option `o` of row `b`:
 
