@@ -135,3 +135,56 @@ def _tiny_arch(hf_dir) -> dict:
   config = T5Config.from_hf_dict(json.loads((hf_dir / "config.json").read_text()))
   skip = {"dtype", "param_dtype"}
   return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in skip}
+
+
+def test_compilation_cache_flag_and_environment(fake_commands, monkeypatch, tmp_path):
+  from robust_prompt import compilation_cache
+
+  enabled = []
+  monkeypatch.setattr(compilation_cache, "enable", lambda path: enabled.append(path))
+  monkeypatch.delenv(compilation_cache.ENV_VAR, raising=False)
+  assert cli_main.main(["score"]) == 0
+  assert enabled == []  # off unless asked for
+  assert cli_main.main(["score", "--compilation_cache_dir", str(tmp_path / "a")]) == 0
+  monkeypatch.setenv(compilation_cache.ENV_VAR, str(tmp_path / "b"))
+  assert cli_main.main(["score"]) == 0  # JAX's own variable is the default
+  assert enabled == [str(tmp_path / "a"), str(tmp_path / "b")]
+  assert cli_main.main(["tasks"]) == 0  # a command that compiles nothing has no such flag
+  assert len(enabled) == 2
+
+
+def test_unwritable_compilation_cache_dir_is_a_clear_error(fake_commands, capsys, tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  assert cli_main.main(["score", "--compilation_cache_dir", str(blocker / "cache")]) == 1
+  err = capsys.readouterr().err
+  assert "--compilation_cache_dir" in err and "is not writable" in err and "Traceback" not in err
+  assert fake_commands == []  # nothing ran
+
+
+def test_compilation_cache_keeps_fast_compiles(tmp_path):
+  """A program that compiles in milliseconds is written to the cache (JAX alone keeps only
+  those over 1 s), and a second process finds it there."""
+  import subprocess
+  import sys
+
+  code = (
+    "import sys, jax, jax.numpy as jnp\n"
+    "from robust_prompt import compilation_cache\n"
+    "compilation_cache.enable(sys.argv[1])\n"
+    "print(float(jax.jit(lambda x: jnp.sin(x) * 3)(jnp.float32(0.5))))\n"
+  )
+  cache = tmp_path / "cache"
+  outputs = []
+  for _ in range(2):
+    proc = subprocess.run(
+      [sys.executable, "-c", code, str(cache)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    outputs.append(proc.stdout.strip())
+    entries = sorted(p.name for p in cache.iterdir() if not p.name.startswith("."))
+    assert entries, "nothing was cached"
+    if len(outputs) == 1:
+      first = entries
+  assert outputs[0] == outputs[1]
+  assert entries == first  # the second run compiled nothing new: it loaded the entry

@@ -48,6 +48,28 @@ def _add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
   group.add_argument("--process_id", type=int, default=None, help="this process's id")
 
 
+def _add_compilation_arguments(parser: argparse.ArgumentParser) -> None:
+  from robust_prompt import compilation_cache
+
+  parser.add_argument_group("compilation").add_argument(
+    "--compilation_cache_dir",
+    default=compilation_cache.default_dir(),
+    help="keep compiled XLA programs in this directory (JAX's persistent compilation cache): a "
+    "rerun with the same shapes loads them instead of compiling again (default: "
+    f"${compilation_cache.ENV_VAR} if set, else no cache)",
+  )
+
+
+def _enable_compilation_cache(args: argparse.Namespace) -> None:
+  from robust_prompt import compilation_cache
+
+  if args.compilation_cache_dir:
+    try:
+      compilation_cache.enable(args.compilation_cache_dir)
+    except ValueError as e:
+      raise gin_utils.UserError(f"--compilation_cache_dir: {e}") from e
+
+
 def _start_distributed(args: argparse.Namespace) -> None:
   from robust_prompt import distributed
 
@@ -121,6 +143,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         gin_utils.add_gin_arguments(p)
       if name in DISTRIBUTED_COMMANDS:
         _add_distributed_arguments(p)
+        _add_compilation_arguments(p)
   return parser
 
 
@@ -142,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in DISTRIBUTED_COMMANDS:
       _import_tensorflow_quietly()
       _start_distributed(args)
+      _enable_compilation_cache(args)
     return int(module.run(args) or 0)
   except gin_utils.UserError as e:
     print(f"robust-prompt {args.command}: error: {e}", file=sys.stderr)
