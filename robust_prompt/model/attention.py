@@ -239,11 +239,9 @@ class MultiHeadAttention(nn.Module):
       k, v = cached_key.value, cached_value.value
     else:
       absorb = self.absorb_cross
-      if absorb is None:
-        absorb = is_cross and absorbed_is_cheaper(
-          q.shape[0], q.shape[1], inputs_kv.shape[0], inputs_kv.shape[1], inputs_kv.shape[2],
-          self.head_dim,
-        )  # fmt: skip
+      if absorb is None and is_cross:
+        kv_rows, k_len, width = inputs_kv.shape
+        absorb = absorbed_is_cheaper(q.shape[0], q.shape[1], kv_rows, k_len, width, self.head_dim)
       if absorb and is_cross:
         kv_rows = inputs_kv if kv_index is None else inputs_kv[kv_index]
         out = self._absorbed_cross_attention(q, kv_rows, mask_bias)
