@@ -99,12 +99,13 @@ class RelativePositionBiases(nn.Module):
       (self.num_heads, self.num_buckets),
       self.param_dtype,
     )
-    if relative_position is not None or isinstance(q_offset, int):
-      rel = relative_position
-      if rel is None:
-        rel = np.arange(k_len)[None, :] - (q_offset + np.arange(q_len))[:, None]
+    if relative_position is None and isinstance(q_offset, int):
+      relative_position = np.arange(k_len)[None, :] - (q_offset + np.arange(q_len))[:, None]
+    if relative_position is not None:
       buckets = jnp.asarray(
-        relative_position_bucket(rel, self.bidirectional, self.num_buckets, self.max_distance)
+        relative_position_bucket(
+          relative_position, self.bidirectional, self.num_buckets, self.max_distance
+        )
       )
     else:
       # Table of buckets for every possible relative position in [-(L-1), k_len - 1].
