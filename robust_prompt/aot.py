@@ -24,9 +24,9 @@ import numpy as np
 from flax.core import meta
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from robust_prompt import partitioning
-from robust_prompt.model.config import T5Config
-from robust_prompt.model.t5 import T5
+from robust_prompt import multihost, partitioning
+from robust_prompt.model import prompted
+from robust_prompt.model.prompted import PromptedModel
 
 STEPS = ("train", "eval")
 GIB = 1024**3
@@ -95,17 +95,17 @@ class StepReport:
 class AotReport:
   """The whole check: model, mesh, parameter memory and one `StepReport` per step."""
 
-  config: T5Config
+  config: Any
   mesh_shape: dict[str, int]
   platform: str
   params: ParamMemory
   steps: tuple[StepReport, ...]
 
 
-def abstract_params(model: T5, mesh: Mesh, rules=partitioning.DEFAULT_RULES) -> Any:
+def abstract_params(model: PromptedModel, mesh: Mesh, rules=partitioning.DEFAULT_RULES) -> Any:
   """The parameter tree as sharded `ShapeDtypeStruct`s (no memory): what `place_params` makes."""
-  shapes = meta.unbox(partitioning.abstract_variables(model))["params"]
-  shardings = partitioning.model_param_shardings(model, mesh, rules)
+  shapes = meta.unbox(partitioning.abstract_variables(model.module))["params"]
+  shardings = partitioning.model_param_shardings(model.module, mesh, rules)
   return jax.tree.map(
     lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
   )
@@ -123,12 +123,12 @@ def param_memory(abstract: Any) -> ParamMemory:
   return ParamMemory(num, total, per_device)
 
 
-def _struct(shape: Sequence[int], dtype: Any, sharding: jax.sharding.Sharding):
-  return jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=sharding)
-
-
-def _rows(mesh: Mesh, ndim: int) -> NamedSharding:
-  return NamedSharding(mesh, PartitionSpec("data", *([None] * (ndim - 1))))
+def _batch(mesh: Mesh, shapes: dict[str, tuple[int, ...]]) -> dict[str, jax.ShapeDtypeStruct]:
+  """Abstract int32 batch arrays, rows split as `multihost.place_batch` splits them."""
+  return {
+    k: jax.ShapeDtypeStruct(s, jnp.int32, sharding=multihost.batch_sharding(mesh, len(s)))
+    for k, s in shapes.items()
+  }
 
 
 def _check_rows(name: str, rows: int, mesh: Mesh) -> None:
@@ -140,31 +140,32 @@ def _check_rows(name: str, rows: int, mesh: Mesh) -> None:
 
 
 def lower_train_step(
-  config: T5Config,
+  model: PromptedModel,
   mesh: Mesh,
   shapes: StepShapes,
   rules=partitioning.DEFAULT_RULES,
   *,
-  optimizer: str = "adafactor",
-  lambda_sim: float = 1.0,
-  lambda_kl: float = 1.0,
+  tx=None,
+  loss_config=None,
   params: Any = None,
 ) -> jax.stages.Lowered:
-  """Lowers `train.step.train_step` (CE + alignment + KL, options scored) on abstract inputs.
+  """Lowers THE train step (`train.step.make_train_step`, the one `train` runs) on abstract inputs.
 
-  The jit is set up as `train.step.make_train_step` does: state and params with their shardings,
-  batch rows over `data`, the state donated. `params` may pass `abstract_params(...)` computed
-  before (tracing a big model's init takes seconds).
+  Args:
+    tx: the optimizer (default Adafactor at 1e-3; the CLI passes gin's `optimizer.*`).
+    loss_config: the objective (default CE + alignment + KL; the CLI passes gin's `losses.*`).
+    params: `abstract_params(...)` computed before (tracing a big model's init takes seconds).
   """
   from robust_prompt.train import objective
   from robust_prompt.train import state as state_lib
-  from robust_prompt.train.step import train_step
+  from robust_prompt.train.step import make_train_step
 
   _check_rows("G * K (train batch)", shapes.train_batch, mesh)
-  model = T5(config)
   params = abstract_params(model, mesh, rules) if params is None else params
-  tx = state_lib.make_optimizer(optimizer, 1e-3)
-  p, h = shapes.prompt_length, config.d_model
+  tx = state_lib.make_optimizer("adafactor", 1e-3) if tx is None else tx
+  if loss_config is None:
+    loss_config = objective.LossConfig(lambda_sim=1.0, lambda_kl=1.0)
+  p, h = shapes.prompt_length, model.d_model
   with partitioning.mesh_context(mesh, rules):
     state_shapes = jax.eval_shape(
       lambda r: state_lib.init_state(r, tx, p, h), jax.random.PRNGKey(0)
@@ -172,7 +173,6 @@ def lower_train_step(
     state_sh = state_lib.state_shardings(state_shapes, tx, mesh, rules)
   state = state_lib.abstract_state(tx, p, h, state_sh)
   b, o = shapes.train_batch, shapes.num_options
-  i32 = jnp.int32
   batch_shapes = {
     "input_ids": (b, shapes.input_length),
     "input_mask": (b, shapes.input_length),
@@ -184,34 +184,25 @@ def lower_train_step(
   }
   if o:
     batch_shapes["option_ids"] = batch_shapes["option_mask"] = (b, o, shapes.option_length)
-  batch = {k: _struct(s, i32, _rows(mesh, len(s))) for k, s in batch_shapes.items()}
-  replicated = NamedSharding(mesh, PartitionSpec())
-  loss_config = objective.LossConfig(lambda_sim=lambda_sim, lambda_kl=lambda_kl)
-
-  def step(state, frozen, batch, rng):
-    return train_step(
-      state, frozen, batch, rng, model=model, tx=tx, loss_config=loss_config,
-      num_groups=shapes.groups, num_microbatches=shapes.num_microbatches,
-    )  # fmt: skip
-
-  jitted = jax.jit(
-    step,
-    in_shardings=(
-      state_sh,
-      jax.tree.map(lambda x: x.sharding, params),
-      {k: v.sharding for k, v in batch.items()},
-      replicated,
-    ),
-    out_shardings=(state_sh, replicated),
-    donate_argnums=(0,),
+  batch = _batch(mesh, batch_shapes)
+  step = make_train_step(
+    model=model,
+    tx=tx,
+    loss_config=loss_config,
+    mesh=mesh,
+    rules=rules,
+    state_shardings=state_sh,
+    frozen_shardings=jax.tree.map(lambda x: x.sharding, params),
+    example_batch=batch,
+    num_groups=shapes.groups,
+    num_microbatches=shapes.num_microbatches,
   )
-  rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=replicated)
-  with partitioning.mesh_context(mesh, rules):
-    return jitted.lower(state, params, batch, rng)
+  rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=NamedSharding(mesh, PartitionSpec()))
+  return step.lower(state, params, batch, rng)
 
 
 def lower_eval_step(
-  config: T5Config,
+  model: PromptedModel,
   mesh: Mesh,
   shapes: StepShapes,
   rules=partitioning.DEFAULT_RULES,
@@ -219,26 +210,23 @@ def lower_eval_step(
   score_mode: str = "sum",
   params: Any = None,
 ) -> jax.stages.Lowered:
-  """Lowers the rank-classification scorer (`eval.rank.option_scores`, soft prompt included)."""
-  from robust_prompt.eval import rank
+  """Lowers THE eval step (`eval.engine.eval_step`, rank classification, soft prompt included)."""
+  from robust_prompt.eval import engine
 
   _check_rows("eval batch", shapes.eval_batch, mesh)
-  model = T5(config)
   params = abstract_params(model, mesh, rules) if params is None else params
   replicated = NamedSharding(mesh, PartitionSpec())
   b, t = shapes.eval_batch, shapes.input_length
   opt = (b, max(shapes.num_options, 1), shapes.option_length)
-  i32 = jnp.int32
-  args = (
-    _struct((b, t), i32, _rows(mesh, 2)),
-    _struct((b, t), i32, _rows(mesh, 2)),
-    _struct(opt, i32, _rows(mesh, 3)),
-    _struct(opt, i32, _rows(mesh, 3)),
-    _struct((shapes.prompt_length, config.d_model), jnp.float32, replicated),
+  batch = _batch(
+    mesh, {"input_ids": (b, t), "input_mask": (b, t), "option_ids": opt, "option_mask": opt}
   )
-  scorer = rank.make_option_scorer(model, score_mode, out_shardings=replicated)
+  prompt = jax.ShapeDtypeStruct(
+    (shapes.prompt_length, model.d_model), jnp.float32, sharding=replicated
+  )
+  step = engine.eval_step(model, "options", score_mode, replicated)
   with partitioning.mesh_context(mesh, rules):
-    return scorer.lower(params, *args)
+    return step.lower(params, prompt, batch)
 
 
 def compile_step(name: str, lowered: jax.stages.Lowered, lower_seconds: float = 0.0) -> StepReport:
@@ -267,13 +255,14 @@ def compile_step(name: str, lowered: jax.stages.Lowered, lower_seconds: float = 
 
 
 def run_check(
-  config: T5Config,
+  config,
   mesh: Mesh,
   shapes: StepShapes,
   rules=partitioning.DEFAULT_RULES,
   *,
   steps: Sequence[str] = STEPS,
-  optimizer: str = "adafactor",
+  tx=None,
+  loss_config=None,
   score_mode: str = "sum",
 ) -> AotReport:
   """Lowers and compiles the requested steps for `config` on `mesh`; nothing is allocated.
@@ -284,14 +273,17 @@ def run_check(
   unknown = sorted(set(steps) - set(STEPS))
   if unknown:
     raise ValueError(f"unknown step(s) {unknown}; choose from {STEPS}")
-  abstract = abstract_params(T5(config), mesh, rules)
+  model = prompted.for_config(config)
+  abstract = abstract_params(model, mesh, rules)
   reports = []
   for name in steps:
     t0 = time.perf_counter()
     if name == "train":
-      lowered = lower_train_step(config, mesh, shapes, rules, optimizer=optimizer, params=abstract)
+      lowered = lower_train_step(
+        model, mesh, shapes, rules, tx=tx, loss_config=loss_config, params=abstract
+      )
     else:
-      lowered = lower_eval_step(config, mesh, shapes, rules, score_mode=score_mode, params=abstract)
+      lowered = lower_eval_step(model, mesh, shapes, rules, score_mode=score_mode, params=abstract)
     reports.append(compile_step(name, lowered, time.perf_counter() - t0))
   platform = mesh.devices.flat[0].platform
   return AotReport(config, dict(mesh.shape), platform, param_memory(abstract), tuple(reports))

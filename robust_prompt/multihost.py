@@ -30,9 +30,54 @@ def is_main_process() -> bool:
   return jax.process_index() == 0
 
 
-def batch_sharding(mesh: Mesh, ndim: int = 1, axis: str = "data") -> NamedSharding:
-  """Rows (leading axis) split over the mesh axis `axis`; the other `ndim - 1` axes replicated."""
-  return NamedSharding(mesh, PartitionSpec(axis, *([None] * (ndim - 1))))
+def batch_axis(rules=None) -> str | None:
+  """The mesh axis that the logical `batch` axis maps to under `rules` (default rules: `data`)."""
+  from robust_prompt import partitioning
+
+  for name, axis in partitioning.DEFAULT_RULES if rules is None else rules:
+    if name == "batch":
+      return axis
+  return None
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 1, rules=None) -> NamedSharding:
+  """Rows (leading axis, logical `batch`) split as the rules say; the other axes replicated."""
+  return NamedSharding(mesh, PartitionSpec(batch_axis(rules), *([None] * (ndim - 1))))
+
+
+def place_batch(batch: Mapping[str, Any], mesh: Mesh | None, rules=None) -> dict[str, jax.Array]:
+  """THE batch placement: host arrays identical on every process -> arrays on the mesh.
+
+  Rows are split over the mesh axis of the logical `batch` axis; each process supplies only the
+  shards its devices hold. Without a mesh the arrays go to the default device. Entries that are
+  already `jax.Array`s or None pass through.
+  """
+  out = {}
+  for name, x in batch.items():
+    if x is None or isinstance(x, jax.Array):
+      out[name] = x
+    elif mesh is None:
+      out[name] = jax.device_put(np.asarray(x))
+    else:
+      x = np.asarray(x)
+      sharding = batch_sharding(mesh, x.ndim, rules)
+      out[name] = jax.make_array_from_callback(x.shape, sharding, lambda idx, x=x: x[idx])
+  return out
+
+
+def place_replicated(tree: Any, mesh: Mesh | None) -> Any:
+  """Host values (a tree, e.g. parameters or a prompt) replicated on every device of `mesh`."""
+  if mesh is None:
+    return jax.tree.map(lambda x: x if isinstance(x, jax.Array) else jax.device_put(x), tree)
+  sharding = NamedSharding(mesh, PartitionSpec())
+
+  def put(x):
+    if isinstance(x, jax.Array):
+      return x
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+  return jax.tree.map(put, tree)
 
 
 def local_rows(sharding: jax.sharding.Sharding, num_rows: int) -> slice:
@@ -67,13 +112,13 @@ def local_rows(sharding: jax.sharding.Sharding, num_rows: int) -> slice:
   return slice(first, last)
 
 
-def process_rows(mesh: Mesh, num_rows: int, axis: str = "data") -> slice:
-  """`local_rows` for a batch split over `mesh`'s `axis` (the usual case)."""
-  return local_rows(batch_sharding(mesh, 1, axis), num_rows)
+def process_rows(mesh: Mesh, num_rows: int, rules=None) -> slice:
+  """`local_rows` for a batch split over `mesh` as the logical `batch` axis says."""
+  return local_rows(batch_sharding(mesh, 1, rules), num_rows)
 
 
 def host_local_to_global(
-  local: Mapping[str, np.ndarray], mesh: Mesh, num_rows: int, axis: str = "data"
+  local: Mapping[str, np.ndarray], mesh: Mesh, num_rows: int, rules=None
 ) -> dict[str, jax.Array]:
   """Assembles global `[B, ...]` arrays from this process's rows (`process_rows(mesh, B)`).
 
@@ -81,7 +126,7 @@ def host_local_to_global(
     local: name -> `[B_local, ...]` numpy rows of this process (the same names on every process).
     mesh: the global mesh.
     num_rows: `B`, the global batch size (checked against each local array).
-    axis: the mesh axis the rows are split over.
+    rules: logical-axis rules (default `partitioning.DEFAULT_RULES`): rows follow `batch`.
 
   Returns:
     name -> global `[B, ...]` `jax.Array`, rows split over `axis`.
@@ -89,7 +134,7 @@ def host_local_to_global(
   Raises:
     ValueError: a local array has the wrong number of rows for this process.
   """
-  rows = process_rows(mesh, num_rows, axis)
+  rows = process_rows(mesh, num_rows, rules)
   expected = rows.stop - rows.start
   out = {}
   for name, x in local.items():
@@ -99,20 +144,9 @@ def host_local_to_global(
         f"host-local array {name!r} has {x.shape[0]} rows; process {jax.process_index()} must "
         f"supply rows {rows.start}:{rows.stop} of the {num_rows}-row global batch ({expected} rows)"
       )
-    sharding = batch_sharding(mesh, x.ndim, axis)
+    sharding = batch_sharding(mesh, x.ndim, rules)
     out[name] = jax.make_array_from_process_local_data(sharding, x, (num_rows, *x.shape[1:]))
   return out
-
-
-def global_from_full(batch: Mapping[str, np.ndarray], mesh: Mesh, axis: str = "data") -> dict:
-  """Like `host_local_to_global` when every process has the whole batch: slices out its rows."""
-  if not batch:
-    return {}
-  num_rows = int(next(iter(batch.values())).shape[0])
-  rows = process_rows(mesh, num_rows, axis)
-  return host_local_to_global(
-    {k: np.asarray(v)[rows] for k, v in batch.items()}, mesh, num_rows, axis
-  )
 
 
 def to_host(x: Any) -> Any:

@@ -91,15 +91,21 @@ def parse_mesh_spec(spec: str) -> tuple[int, int]:
   return sizes["data"], sizes["model"]
 
 
-def _dummy_inputs(batch: int = 1, length: int = 1) -> tuple[jax.Array, ...]:
+def _dummy_inputs(model: nn.Module, batch: int = 1, length: int = 1) -> tuple[jax.Array, ...]:
+  """The `[batch, length]` int32 arrays `model.init` is called with.
+
+  T5's `__call__` takes four (inputs, mask, decoder inputs, decoder mask); a module whose
+  `__call__` takes fewer says how many in its class attribute `NUM_INIT_INPUTS` (the decoder-only
+  `Decoder`: input_ids, input_mask).
+  """
   ids = jnp.ones((batch, length), jnp.int32)
-  return ids, ids, ids, ids
+  return (ids,) * int(getattr(type(model), "NUM_INIT_INPUTS", 4))
 
 
 def abstract_variables(model: nn.Module, rng: jax.Array | None = None) -> Any:
   """`jax.eval_shape(model.init, ...)`: boxed (LogicallyPartitioned) shape structs, no memory."""
   rng = jax.random.PRNGKey(0) if rng is None else rng
-  return jax.eval_shape(model.init, rng, *_dummy_inputs())
+  return jax.eval_shape(model.init, rng, *_dummy_inputs(model))
 
 
 def logical_param_specs(model: nn.Module, config: Any = None) -> Any:
@@ -225,7 +231,7 @@ def init_sharded(
   shardings = model_param_shardings(model, mesh, rules)
 
   def init(key: jax.Array) -> Any:
-    return meta.unbox(model.init(key, *_dummy_inputs()))["params"]
+    return meta.unbox(model.init(key, *_dummy_inputs(model)))["params"]
 
   with mesh_context(mesh, rules):
     return jax.jit(init, out_shardings=shardings)(rng)

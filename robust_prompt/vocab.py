@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import seqio
@@ -29,6 +31,9 @@ T5_EXTRA_IDS = 100
 SPIECE_NAME = "spiece.model"
 TOKENIZER_JSON_NAME = "tokenizer.json"
 BYTE_SPEC = "byte"
+# Decoder-only models: LLaMA 1/2's SentencePiece file and the HF tokenizer settings beside it.
+SENTENCEPIECE_TOKENIZER_NAME = "tokenizer.model"
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 
 
 class HFTokenizerVocabulary(seqio.Vocabulary):
@@ -128,6 +133,273 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
     return f"HFTokenizerVocabulary(file={self._path}, size={self.vocab_size})"
 
 
+def read_tokenizer_config(directory: str | os.PathLike) -> dict[str, Any]:
+  """The HF tokenizer settings of a model directory (`{}` when it has none).
+
+  `tokenizer_config.json`, with the chat template from `chat_template.jinja` (transformers >= 5
+  writes it there) or `chat_template.json` when the config has none, and the special tokens of an
+  older `special_tokens_map.json` where the config does not name them.
+  """
+  directory = pathlib.Path(directory)
+  config: dict[str, Any] = {}
+  path = directory / TOKENIZER_CONFIG_NAME
+  if path.is_file():
+    try:
+      config = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+      raise ValueError(f"{path}: not valid JSON ({e})") from e
+  if not config.get("chat_template"):
+    if (directory / "chat_template.jinja").is_file():
+      config["chat_template"] = (directory / "chat_template.jinja").read_text(encoding="utf-8")
+    elif (directory / "chat_template.json").is_file():
+      template = json.loads((directory / "chat_template.json").read_text(encoding="utf-8"))
+      config["chat_template"] = template.get("chat_template")
+  special_map = directory / "special_tokens_map.json"
+  if special_map.is_file():
+    for key, value in json.loads(special_map.read_text(encoding="utf-8")).items():
+      config.setdefault(key, value)
+  return config
+
+
+def _token_text(value: Any) -> str | None:
+  """A special token as tokenizer_config.json writes it: a string or `{"content": ...}`."""
+  if isinstance(value, Mapping):
+    value = value.get("content")
+  return value if isinstance(value, str) and value else None
+
+
+class DecoderVocabulary(seqio.Vocabulary):
+  """A decoder-only model's tokenizer: a `tokenizer.json` or a SentencePiece `tokenizer.model`.
+
+  `encode` gives the plain token ids of a text (seqio convention: no special tokens added); the
+  model's own convention is `prefix_ids + encode(text) + suffix_ids`, exactly what
+  `AutoTokenizer(text)["input_ids"]` gives (`encode_for_model`). Special-token strings written in
+  the text ("<s>", "<|begin_of_text|>", ...) become their ids, as in Hugging Face.
+
+  * `tokenizer.json`: the `tokenizers` pipeline itself; its post-processor decides the prefix and
+    suffix (transformers >= 5 does not rebuild it from `add_bos_token`).
+  * `tokenizer.model`: SentencePiece as transformers >= 5 converts it for LLaMA: no normalisation,
+    a "▁" prepended to the first piece of text (to every piece between special tokens when
+    `legacy: true`; never when `add_prefix_space: false`) unless it already starts with a space
+    (raw SentencePiece would add a second one); BOS/EOS from `add_bos_token` (default true) and
+    `add_eos_token` (default false).
+
+  Args:
+    path: the tokenizer file.
+    tokenizer_config: the contents of `tokenizer_config.json` (special tokens, chat template).
+  """
+
+  def __init__(self, path: str | os.PathLike, tokenizer_config: Mapping[str, Any] | None = None):
+    self._path = str(path)
+    self._config = dict(tokenizer_config or {})
+    self._is_json = self._path.endswith(".json") or _looks_like_json(pathlib.Path(self._path))
+    cfg = self._config
+    if self._is_json:
+      import tokenizers
+
+      try:
+        self._tokenizer = tokenizers.Tokenizer.from_file(self._path)
+      except Exception as e:  # tokenizers raises a bare Exception on malformed files.
+        raise ValueError(f"{self._path}: not a readable Hugging Face tokenizer.json ({e})") from e
+      self._specials = {
+        t.content: i for i, t in self._tokenizer.get_added_tokens_decoder().items() if t.special
+      }
+    else:
+      self._load_sentencepiece(cfg)
+    names = {}
+    for key, default in (("bos", "<s>"), ("eos", "</s>"), ("unk", "<unk>"), ("pad", None)):
+      text = _token_text(cfg.get(f"{key}_token"))
+      if text is None and not self._is_json:
+        text = default  # LLaMA's SentencePiece conventions
+      names[key] = text
+    self._bos_id = self._token_id(names["bos"])
+    self._eos_id = self._token_id(names["eos"])
+    self._unk_id = self._token_id(names["unk"])
+    self._pad_id = self._token_id(names["pad"])
+    self._prefix_ids, self._suffix_ids = self._model_specials(cfg)
+    super().__init__(extra_ids=0)
+
+  # -- construction -------------------------------------------------------------------------------
+
+  def _load_sentencepiece(self, cfg: Mapping[str, Any]) -> None:
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2
+
+    try:
+      with open(self._path, "rb") as f:
+        proto = sentencepiece_model_pb2.ModelProto.FromString(f.read())
+    except Exception as e:  # protobuf's DecodeError and friends
+      raise ValueError(f"{self._path}: not a SentencePiece model ({e})") from e
+    self._decoder_sp = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
+    # HF runs the SentencePiece pieces without SentencePiece's normaliser: no dummy prefix of its
+    # own (we prepend "▁" ourselves, by HF's rule) and no whitespace or NFKC rewriting.
+    proto.normalizer_spec.add_dummy_prefix = False
+    proto.normalizer_spec.remove_extra_whitespaces = False
+    proto.normalizer_spec.name = "identity"
+    proto.normalizer_spec.precompiled_charsmap = b""
+    self._sp = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
+    if cfg.get("add_prefix_space") is False:
+      self._prepend = "never"
+    else:
+      self._prepend = "always" if cfg.get("legacy") else "first"
+    # Special tokens: SentencePiece's control pieces, and tokens the config adds (e.g. [PAD]).
+    self._specials = {}
+    for i in range(self._sp.get_piece_size()):
+      if self._sp.is_control(i) or self._sp.is_unknown(i):
+        self._specials[self._sp.id_to_piece(i)] = i
+    for key, value in (cfg.get("added_tokens_decoder") or {}).items():
+      text = _token_text(value)
+      if text is not None:
+        self._specials[text] = int(key)
+
+  def _token_id(self, text: str | None) -> int | None:
+    if text is None:
+      return None
+    if text in self._specials:
+      return self._specials[text]
+    if self._is_json:
+      return self._tokenizer.token_to_id(text)
+    i = self._sp.piece_to_id(text)
+    return None if i == self._sp.unk_id() and text != self._sp.id_to_piece(i) else i
+
+  def _model_specials(self, cfg: Mapping[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(prefix ids, suffix ids) the tokenizer adds around every text (e.g. `([BOS], ())`)."""
+    if not self._is_json:
+      add_bos = cfg.get("add_bos_token", True) and self._bos_id is not None
+      add_eos = cfg.get("add_eos_token", False) and self._eos_id is not None
+      return ((self._bos_id,) if add_bos else ()), ((self._eos_id,) if add_eos else ())
+    # The post-processor adds fixed tokens around the text (TemplateProcessing, Roberta, ...):
+    # find them around a probe's plain ids.
+    probe = "a"
+    plain = self._tokenizer.encode(probe, add_special_tokens=False).ids
+    full = self._tokenizer.encode(probe, add_special_tokens=True).ids
+    for start in range(len(full) - len(plain) + 1):
+      if full[start : start + len(plain)] == plain:
+        return tuple(full[:start]), tuple(full[start + len(plain) :])
+    raise ValueError(f"{self._path}: the post-processor rewrites the text's ids; not supported")
+
+  # -- properties ---------------------------------------------------------------------------------
+
+  @property
+  def path(self) -> str:
+    return self._path
+
+  @property
+  def tokenizer_config(self) -> dict[str, Any]:
+    return dict(self._config)
+
+  @property
+  def chat_template(self) -> str | None:
+    return self._config.get("chat_template") or None
+
+  @property
+  def bos_id(self) -> int | None:
+    return self._bos_id
+
+  @property
+  def eos_id(self) -> int | None:
+    return self._eos_id
+
+  @property
+  def unk_id(self) -> int | None:
+    return self._unk_id
+
+  @property
+  def tokenizer_pad_id(self) -> int | None:
+    """The tokenizer's own pad token (seqio's `pad_id` is always 0)."""
+    return self._pad_id
+
+  @property
+  def prefix_ids(self) -> tuple[int, ...]:
+    """What the tokenizer puts before every text (BOS for Llama, nothing for Qwen2)."""
+    return self._prefix_ids
+
+  @property
+  def suffix_ids(self) -> tuple[int, ...]:
+    """What the tokenizer puts after every text (usually nothing; EOS with `add_eos_token`)."""
+    return self._suffix_ids
+
+  @property
+  def _base_vocab_size(self) -> int:
+    if self._is_json:
+      return self._tokenizer.get_vocab_size(with_added_tokens=True)
+    return max(self._sp.get_piece_size(), max(self._specials.values(), default=-1) + 1)
+
+  # -- encoding -----------------------------------------------------------------------------------
+
+  def encode_for_model(self, text: str) -> list[int]:
+    """`AutoTokenizer(text)["input_ids"]`: the plain ids with the tokenizer's prefix and suffix."""
+    return [*self._prefix_ids, *self._encode(text), *self._suffix_ids]
+
+  def _encode(self, s: str) -> list[int]:
+    if self._is_json:
+      return self._tokenizer.encode(s, add_special_tokens=False).ids
+    ids: list[int] = []
+    pattern = "|".join(re.escape(t) for t in sorted(self._specials, key=len, reverse=True))
+    parts = re.split(f"({pattern})", s) if pattern else [s]
+    at = 0
+    for part in parts:
+      if part in self._specials:
+        ids.append(self._specials[part])
+      elif part:
+        prepend = self._prepend == "always" or (self._prepend == "first" and at == 0)
+        if prepend and not part.startswith(" "):
+          part = " " + part
+        ids.extend(self._sp.encode(part))
+      at += len(part)
+    return ids
+
+  def _decode(self, ids) -> str:
+    ids = [int(i) for i in ids]
+    if self._is_json:
+      return self._tokenizer.decode(ids, skip_special_tokens=True)
+    special = set(self._specials.values())
+    return self._decoder_sp.decode([i for i in ids if i not in special])
+
+  # The TensorFlow wrappers are HFTokenizerVocabulary's (they only call `_encode` / `_decode`).
+  _encode_tf = HFTokenizerVocabulary._encode_tf
+  _decode_tf = HFTokenizerVocabulary._decode_tf
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, DecoderVocabulary) and other._path == self._path
+
+  def __hash__(self) -> int:
+    return hash(self._path)
+
+  def __str__(self) -> str:
+    kind = "tokenizer.json" if self._is_json else "sentencepiece"
+    return f"DecoderVocabulary({kind}={self._path}, size={self.vocab_size})"
+
+
+def load_decoder_vocabulary(
+  path_or_dir: str | os.PathLike, tokenizer_config: Mapping[str, Any] | None = None
+) -> DecoderVocabulary:
+  """A decoder-only model's tokenizer from its file or its model directory.
+
+  Args:
+    path_or_dir: `tokenizer.json`, a SentencePiece `tokenizer.model`, or a directory holding one
+      (`tokenizer.json` preferred, as `AutoTokenizer` prefers the fast tokenizer).
+    tokenizer_config: the HF tokenizer settings; default: read beside the file
+      (`read_tokenizer_config`).
+  """
+  path = pathlib.Path(path_or_dir).expanduser()
+  if path.is_dir():
+    for name in (TOKENIZER_JSON_NAME, SENTENCEPIECE_TOKENIZER_NAME):
+      if (path / name).is_file():
+        path = path / name
+        break
+    else:
+      raise FileNotFoundError(
+        f"{path}: no tokenizer found (expected {TOKENIZER_JSON_NAME} or "
+        f"{SENTENCEPIECE_TOKENIZER_NAME}); pass --vocab PATH"
+      )
+  if not path.is_file():
+    raise FileNotFoundError(f"tokenizer {str(path_or_dir)!r} does not exist")
+  if tokenizer_config is None:
+    tokenizer_config = read_tokenizer_config(path.parent)
+  return DecoderVocabulary(path, tokenizer_config)
+
+
 def load_vocabulary(
   path_or_dir: str | os.PathLike, extra_ids: int = T5_EXTRA_IDS
 ) -> seqio.Vocabulary:
@@ -189,6 +461,13 @@ def vocabulary_spec(vocab: seqio.Vocabulary) -> dict:
     return {"kind": "tokenizer_json", "path": vocab.tokenizer_json}
   if isinstance(vocab, seqio.ByteVocabulary):
     return {"kind": "byte", "extra_ids": vocab.extra_ids}
+  if isinstance(vocab, DecoderVocabulary):
+    return {
+      "kind": "decoder",
+      "path": vocab.path,
+      "file": pathlib.Path(vocab.path).name,
+      "tokenizer_config": vocab.tokenizer_config,
+    }
   raise ValueError(f"cannot describe vocabulary {vocab} for a checkpoint")
 
 
@@ -204,8 +483,10 @@ def vocabulary_from_spec(spec: dict, base_dir: str | os.PathLike | None = None) 
     return seqio.SentencePieceVocabulary(path, extra_ids=spec.get("extra_ids", T5_EXTRA_IDS))
   if kind == "tokenizer_json":
     return HFTokenizerVocabulary(path)
+  if kind == "decoder":
+    return DecoderVocabulary(path, spec.get("tokenizer_config") or {})
   raise ValueError(
-    f"unknown vocabulary spec {spec!r} (kind must be sentencepiece/tokenizer_json/byte)"
+    f"unknown vocabulary spec {spec!r} (kind must be sentencepiece/tokenizer_json/byte/decoder)"
   )
 
 

@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> None:
   from robust_prompt.data.example import Example
   from robust_prompt.eval import engine
   from robust_prompt.instructions.schema import Instruction
-  from robust_prompt.model import scoring
   from robust_prompt.model.config import T5Config
+  from robust_prompt.model.prompted_t5 import PromptedT5
   from robust_prompt.model.t5 import T5
   from robust_prompt.train import checkpointing, grouping, loop, metrics_log, objective
   from robust_prompt.train import state as state_lib
@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> None:
     num_encoder_layers=2, num_decoder_layers=2,
   )  # fmt: skip
   model = T5(config)
+  prompted_model = PromptedT5(config)
   mesh = partitioning.make_mesh(data=4, model=2)
   rules = partitioning.DEFAULT_RULES
   # Identical host-side init on every process, then each device receives only its slice.
@@ -132,10 +133,8 @@ def run(args: argparse.Namespace) -> None:
 
   with partitioning.mesh_context(mesh, rules):
     # 1. Sharded forward pass: per-row scores stay split over `data` until gathered.
-    score = jax.jit(lambda p, a, b, c, d: scoring.score_targets(model, p, a, b, c, d)[0])
-    scores = score(
-      params, batch["input_ids"], batch["input_mask"], batch["target_ids"], batch["target_mask"]
-    )
+    score = jax.jit(lambda p, b: prompted_model.target_scores(p, None, b)[0])
+    scores = score(params, batch)
     out["scores"] = multihost.to_host(jax.block_until_ready(scores))
 
   # 2. The real training loop: host-local grouped batches (G=3 groups of K=4 rows, so group 1
@@ -166,7 +165,7 @@ def run(args: argparse.Namespace) -> None:
   tx = state_lib.make_optimizer("adam", 0.1)
   model_dir = os.path.join(args.out, "train")
   result = loop.train(
-    model=model, frozen_params=params, data=data, model_dir=model_dir, mesh=mesh, rules=rules,
+    model=prompted_model, frozen_params=params, data=data, model_dir=model_dir, mesh=mesh, rules=rules,
     num_steps=args.steps, prompt_length=P, optimizer=tx,
     loss_config=objective.LossConfig(lambda_sim=0.5, lambda_kl=0.5), save_every=args.steps,
     log_every=1, write_config=lambda: "# operative config\n", progress=False,
@@ -205,7 +204,7 @@ def run(args: argparse.Namespace) -> None:
   )
   chunks = engine.plan_chunks({"toy:mc": examples, "toy:gen": gen_examples}, eval_instructions)
   evaluator = engine.Evaluator(
-    model, params, seqio.ByteVocabulary(), settings, mesh=mesh, prompt=result.prompt
+    prompted_model, params, seqio.ByteVocabulary(), settings, mesh=mesh, prompt=result.prompt
   )
   engine.evaluate(
     evaluator, chunks, os.path.join(args.out, "eval"), model_name="tiny",

@@ -19,7 +19,7 @@ import pytest
 from robust_prompt import aot, partitioning
 from robust_prompt.cli import aot as aot_cli
 from robust_prompt.model.config import T5Config
-from robust_prompt.model.t5 import T5
+from robust_prompt.model.prompted_t5 import PromptedT5
 
 GIB = 1024**3
 TINY = T5Config(
@@ -45,7 +45,7 @@ def t5_1_1_param_count(c: T5Config) -> int:
 
 def test_param_memory_counts_shards():
   mesh = partitioning.make_mesh(data=2, model=4)
-  abstract = aot.abstract_params(T5(TINY), mesh)
+  abstract = aot.abstract_params(PromptedT5(TINY), mesh)
   mem = aot.param_memory(abstract)
   assert mem.num_params == t5_1_1_param_count(TINY)
   assert mem.total_bytes == 4 * mem.num_params

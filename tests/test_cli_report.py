@@ -152,3 +152,82 @@ def test_report_unwritable_output_dir(tmp_path, capsys):
   blocker.write_text("")
   assert main(["report", "--per_instruction", str(csv), "--output_dir", str(blocker)]) == 1
   assert "--output_dir" in capsys.readouterr().err
+
+
+def _run(tmp_path, body: bytes | str, *extra):
+  csv = tmp_path / "in.csv"
+  csv.write_bytes(body if isinstance(body, bytes) else body.encode("utf-8"))
+  out = tmp_path / "o"
+  argv = ["report", "--per_instruction", str(csv), "--output_dir", str(out), "--n_resamples", "50"]
+  return main(argv + list(extra)), out
+
+
+def test_report_repeated_rows_need_on_duplicate(tmp_path, capsys):
+  # As in released per-instruction tables: the same (model, task, instruction) twice.
+  body = _csv_two_models() + "flan-t5-small,mmlu:anatomy,inst_0,observed,human,40,0.60\n"
+  rc, out = _run(tmp_path, body)
+  assert rc == 1
+  err = capsys.readouterr().err
+  assert "in.csv:18: duplicate of line 2 for flan-t5-small/mmlu:anatomy/inst_0" in err
+  assert "--on_duplicate first" in err and "--on_duplicate mean" in err
+  rc, out = _run(tmp_path, body, "--on_duplicate", "mean")
+  assert rc == 0
+  assert "1 repeated" in capsys.readouterr().err
+  s = json.loads((out / "summary.json").read_text())["models"]["flan-t5-small"]
+  assert s["tasks"]["mmlu:anatomy"]["observed"]["mean"] == pytest.approx((0.65 + 0.6) / 2)
+  rc, out = _run(tmp_path, body, "--on_duplicate", "first")
+  s = json.loads((out / "summary.json").read_text())["models"]["flan-t5-small"]
+  assert rc == 0 and s["tasks"]["mmlu:anatomy"]["observed"]["mean"] == pytest.approx(0.65)
+
+
+def test_report_macro_weighted(tmp_path, capsys):
+  body = HEADER + "".join(
+    f"m,{task},i{i},{split},human,{n},{acc}\n"
+    for task, n, accs in (("mmlu:a", 100, (0.8, 0.6)), ("mmlu:b", 300, (0.4, 0.4)))
+    for i, (split, acc) in enumerate(zip(("observed", "unobserved"), accs))
+  )
+  rc, out = _run(tmp_path, body)
+  assert rc == 0 and "macro over tasks: unweighted" in capsys.readouterr().out
+  s = json.loads((out / "summary.json").read_text())
+  assert s["settings"]["macro"] == "unweighted"
+  assert s["macro"]["gap"]["value"] == pytest.approx(0.1)
+  assert "unweighted, the default" in (out / "report.md").read_text()
+  rc, out = _run(tmp_path, body, "--macro", "weighted")
+  assert rc == 0 and "macro over tasks: weighted" in capsys.readouterr().out
+  s = json.loads((out / "summary.json").read_text())
+  assert s["settings"]["macro"] == "weighted"
+  assert s["macro"]["gap"]["value"] == pytest.approx(0.2 * 100 / 400)
+  assert s["macro"]["observed"]["mean"] == pytest.approx((80 + 120) / 400)
+  assert "weighted by their number of examples" in (out / "report.md").read_text()
+  # Without task sizes, a weighted macro is refused with what to do.
+  rc, _ = _run(tmp_path, body.replace(",100,", ",,"), "--macro", "weighted")
+  assert rc == 1
+  err = capsys.readouterr().err
+  assert "--macro weighted" in err and "unknown for mmlu:a" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+  "body, message",
+  [
+    (HEADER + "m,t,i0,observed,human,0,0.5\n", "in.csv:2: n_examples 0 must be a positive integer"),
+    (
+      (HEADER + "m,t,i0,observed,human,40,0.5\nm,t,\u00e9,unobserved,human,40,0.5\n").encode(
+        "cp1252"
+      ),
+      "in.csv:3: not UTF-8 (byte 0xe9 at column 5)",
+    ),
+  ],
+)
+def test_report_bad_input_names_file_and_line(tmp_path, capsys, body, message):
+  rc, out = _run(tmp_path, body)
+  assert rc == 1
+  err = capsys.readouterr().err
+  assert message in err and "Traceback" not in err
+  assert not (out / "summary.json").exists()
+
+
+def test_report_models_whose_names_share_a_slug(tmp_path):
+  body = _csv_two_models().replace("t0-3b", "T0++").replace("flan-t5-small", "T0")
+  rc, out = _run(tmp_path, body)
+  assert rc == 0
+  assert len(list((out / "plots").glob("accuracy_*.png"))) == 2

@@ -129,20 +129,23 @@ def test_cross_attention_projects_each_input_once(hf_1_1, with_prompt):
   import jax
 
   from robust_prompt.checkpoints.resolve import load_model
-  from robust_prompt.cli.score import Scorer
+  from robust_prompt.eval.scorer import Scorer
+  from robust_prompt.model import prompted
 
   loaded = load_model(str(hf_1_1))
   h, layers = loaded.config.d_model, loaded.config.num_decoder_layers
   prompt = np.zeros((3, h), np.float32) if with_prompt else None
-  scorer = Scorer(loaded, prompt=prompt)
+  model = prompted.for_config(loaded.config)
+  scorer = Scorer(model, loaded.params, loaded.vocab, prompt=prompt)
   b, t, r, s = 2, 16, 8, 4  # B inputs of T tokens; R = 4 targets each, of S tokens
   t_enc = t + (3 if with_prompt else 0)
   ids = np.ones((b, t), np.int32)
   pairs = np.ones((r, s), np.int32)
   group_index = np.repeat(np.arange(b, dtype=np.int32), r // b)
-  jaxpr = jax.make_jaxpr(scorer._score_pairs)(
-    scorer.params, scorer.prompt, ids, ids, group_index, pairs, pairs
+  batch = dict(
+    input_ids=ids, input_mask=ids, target_ids=pairs, target_mask=pairs, target_index=group_index
   )
+  jaxpr = jax.make_jaxpr(scorer._fn)(scorer.params, scorer.prompt, batch)
   shapes = _dot_lhs_shapes(jaxpr.jaxpr)
   assert shapes.count((b, t_enc, h)) >= 2 * layers  # key and value, each decoder layer
   assert (r, t_enc, h) not in shapes

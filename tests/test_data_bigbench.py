@@ -152,6 +152,13 @@ def test_generative_multi_correct_and_float_scores(tmp_path):
     ([{"input": "q", "target_scores": {"a": "1"}}], "are not numbers"),
     ([{"input": "q", "target_scores": {}}], "non-empty object"),
     ([{"input": "q", "target": 3}], "'target' must be a string or a list"),
+    (
+      [
+        {"input": "q", "target_scores": {"a": 1, "b": 0}},
+        {"input": "r", "target_scores": {"a": 1}},
+      ],
+      r"examples\[1\] of task bigbench:bad: 'target_scores' has a single option \('a'\)",
+    ),
   ],
 )
 def test_malformed_examples(tmp_path, examples, message):
@@ -174,3 +181,14 @@ def test_bad_names(tmp_path):
   _task(tmp_path, "empty", {"name": "empty", "examples": []})
   with pytest.raises(DataError, match="no examples"):
     bigbench.load_task(tmp_path, "bigbench:empty")
+
+
+def test_not_utf8_task_json_names_file_and_line(tmp_path):
+  path = tmp_path / "latin" / "task.json"
+  path.parent.mkdir()
+  path.write_bytes(
+    '{"name": "latin",\n "examples": [{"input": "caf\u00e9", "target": "x"}]}'.encode("cp1252")
+  )
+  with pytest.raises(DataError) as e:
+    bigbench.load_task(tmp_path, "bigbench:latin")
+  assert str(e.value).startswith(f"{path}:2: not UTF-8 (byte 0xe9 at column 29)")

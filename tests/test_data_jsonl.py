@@ -84,6 +84,18 @@ def test_duplicate_ids_and_empty_file(tmp_path):
     jsonl.load_jsonl(empty)
 
 
+def test_not_utf8_names_file_and_line(tmp_path):
+  path = tmp_path / "latin.jsonl"
+  path.write_bytes(b'{"input": "x", "target": "y"}\r\n\r\n{"input": "na\xefve", "target": "y"}\r\n')
+  with pytest.raises(DataError) as e:
+    jsonl.load_jsonl(path)
+  assert str(e.value).startswith(f"{path}:3: not UTF-8 (byte 0xef at column 14)")
+  # CRLF files still number their lines as before (and load).
+  path.write_bytes(b'{"input": "x", "target": "y"}\r\n\r\n{"input": 3, "target": "y"}\r\n')
+  with pytest.raises(DataError, match=r"latin.jsonl:3: field 'input' must be a string"):
+    jsonl.load_jsonl(path)
+
+
 def test_jsonl_benchmark_through_sources(tmp_path):
   _write(tmp_path / "jsonl" / "alpha.jsonl", [{"input": "x", "target": "y"}])
   _write(tmp_path / "jsonl" / "beta.jsonl", [{"question": "q", "options": ["a", "b"], "answer": 0}])

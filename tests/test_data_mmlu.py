@@ -158,3 +158,18 @@ def test_list_and_load_benchmark(mmlu_dir):
   assert sources.benchmark_of("mmlu:anatomy") == "mmlu"
   assert sources.benchmark_of("bigbench:winowhy") == "bigbench_lite"
   assert sources.benchmark_of("bigbench:gsm8k_understanding") == "bigbench"
+
+
+def test_not_utf8_names_file_and_line(tmp_path):
+  path = tmp_path / "test" / "toy_test.csv"
+  path.parent.mkdir(parents=True)
+  path.write_bytes("q1,a,b,c,d,A\nq2,caf\u00e9,b,c,d,B\n".encode("latin-1"))
+  with pytest.raises(DataError, match=r"toy_test.csv:2: not UTF-8 \(byte 0xe9 at column 7\)"):
+    mmlu.load_csv(path)
+
+
+@pytest.mark.parametrize("body", ["", "\n\n"])
+def test_empty_csv_is_blamed_on_the_csv(tmp_path, body):
+  _write(tmp_path / "test" / "anatomy_test.csv", body)
+  with pytest.raises(DataError, match=r"anatomy_test.csv: the MMLU CSV of mmlu:anatomy is empty"):
+    mmlu.load_subject(tmp_path, "anatomy")

@@ -11,7 +11,7 @@ from safetensors.numpy import load_file
 
 from robust_prompt.checkpoints.hf_names import hf_state_dict_to_tree
 from robust_prompt.model.config import T5Config
-from robust_prompt.model.decoding import greedy_decode
+from robust_prompt.model.prompted_t5 import PromptedT5
 from robust_prompt.model.t5 import T5
 
 torch = pytest.importorskip("torch")
@@ -27,6 +27,12 @@ def tiny(request, tmp_path_factory):
   tree = hf_state_dict_to_tree(load_file(out / "model.safetensors"), config)
   hf = transformers.T5ForConditionalGeneration.from_pretrained(out).eval()
   return config, tree, hf
+
+
+def greedy(config, params, ids, mask, steps, prompt=None):
+  """The decoder every command runs: `PromptedT5.greedy` (jitted, as the eval step is)."""
+  fn = jax.jit(lambda p, q, b: PromptedT5(config).greedy(p, q, b, steps))
+  return fn(params, prompt, dict(input_ids=ids, input_mask=mask))
 
 
 def _inputs(seed=0, b=4, t=9):
@@ -63,7 +69,7 @@ def _compare(ours, ref, pad):
 def test_greedy_matches_hf_generate(tiny):
   config, tree, hf = tiny
   ids, mask = _inputs()
-  ours = np.asarray(greedy_decode(T5(config), tree, ids, mask, MAX_LEN))
+  ours = np.asarray(greedy(config, tree, ids, mask, MAX_LEN))
   assert ours.shape == (4, MAX_LEN) and ours.dtype == np.int32
   _compare(ours, _hf_generate(hf, ids, mask), config.pad_token_id)
 
@@ -75,7 +81,7 @@ def test_stops_at_eos_and_pads(tiny):
   # Declare a token the model emits early in row 0 to be EOS: rows must stop there.
   eos = int(free[0, 2])
   eos_config = config.replace(eos_token_id=eos)
-  ours = np.asarray(greedy_decode(T5(eos_config), tree, ids, mask, MAX_LEN))
+  ours = np.asarray(greedy(eos_config, tree, ids, mask, MAX_LEN))
   first = int(np.argmax(free[0] == eos))
   assert ours[0, first] == eos and (ours[0, first + 1 :] == config.pad_token_id).all()
   ref = _hf_generate(hf, ids, mask, eos_token_id=eos, pad_token_id=config.pad_token_id)
@@ -88,8 +94,11 @@ def test_encoded_argument_and_cache_consistency(tiny):
   ids, mask = _inputs(1)
   v = {"params": tree}
   encoded = model.apply(v, ids, mask, method=T5.encode)
-  a = greedy_decode(model, v, ids, mask, MAX_LEN)
-  b = greedy_decode(model, v, None, mask, MAX_LEN, encoded=encoded)
+  a = greedy(config, tree, ids, mask, MAX_LEN)
+  # The decode from a precomputed context (as the objective shares it) is the same.
+  pm = PromptedT5(config)
+  batch = dict(input_ids=ids, input_mask=mask)
+  b = pm.greedy(tree, None, batch, MAX_LEN, context=pm.context(tree, None, batch))
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
   # Incremental (KV cache) logits equal teacher-forced logits at every step.

@@ -1,6 +1,5 @@
 """The committed demo model (robust_prompt/demo/assets/model) and its reproducible recipe."""
 
-import functools
 import json
 import os
 import subprocess
@@ -15,8 +14,7 @@ from robust_prompt.checkpoints.resolve import load_model
 from robust_prompt.demo import assets, build, reproduce, suite, tuning
 from robust_prompt.demo.instructions import demo_instructions
 from robust_prompt.instructions.render import render
-from robust_prompt.model import scoring
-from robust_prompt.model.t5 import T5
+from robust_prompt.model.prompted_t5 import PromptedT5
 
 CHANCE = {
   "jsonl:toy_sentiment": 1 / 2,
@@ -56,11 +54,15 @@ def test_checkpoint_is_tiny_and_matches_its_record(loaded, info, recipe):
 def test_observed_accuracy_is_clearly_above_chance(loaded):
   """Rank classification on two observed templates x 16 fresh examples per task.
 
-  Scored with `score_targets` on one padded shape (a single compilation), not the eval engine:
+  Scored with `target_scores` on one padded shape (a single compilation), not the eval engine:
   the engine is exercised end to end by tests/test_demo_cli.py.
   """
-  model = T5(loaded.config)
-  score = jax.jit(functools.partial(scoring.score_targets, model))
+  model = PromptedT5(loaded.config)
+  score = jax.jit(
+    lambda p, i, m, t, tm: model.target_scores(
+      p, None, dict(input_ids=i, input_mask=m, target_ids=t, target_mask=tm)
+    )
+  )
   observed = [i for i in demo_instructions()["observed"] if i.id.endswith(("_1", "_2"))]
   inputs, options, golds, tasks = [], [], [], []
   for inst in observed:

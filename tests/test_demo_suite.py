@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from robust_prompt.cli import eval as eval_cli
-from robust_prompt.data import jsonl
+from robust_prompt.data import jsonl, sources
 from robust_prompt.demo import instructions, suite
 from robust_prompt.demo.pipeline import DemoSettings, write_suite
 from robust_prompt.eval import engine
@@ -60,10 +59,10 @@ def test_unknown_task_is_a_clear_error():
 
 def test_tasks_load_through_the_project_loaders(tmp_path):
   directory = suite.write_task_files(tmp_path, 12, seed=0, stream="eval")
-  names = eval_cli.available_tasks("jsonl", str(directory))
+  names = sources.select_tasks("jsonl", str(directory))
   assert names == sorted(f"jsonl:{t}" for t in suite.TASKS)
   for name in names:
-    examples = eval_cli.load_examples("jsonl", str(directory), name)
+    examples = sources.load_task(name, str(directory), benchmark="jsonl")
     assert len(examples) == 12
     assert examples[0].task == name and examples[0].is_multiple_choice
   # In-memory examples are parsed exactly like the file's lines.
@@ -96,8 +95,8 @@ def test_every_instruction_renders_every_example(tmp_path):
   insts = load_instructions(list(paths.instructions.values()))
   for data_dir in (paths.eval_data, paths.train_data):
     tasks = {
-      name: eval_cli.load_examples("jsonl", str(data_dir), name)
-      for name in eval_cli.available_tasks("jsonl", str(data_dir))
+      name: sources.load_task(name, str(data_dir), benchmark="jsonl")
+      for name in sources.select_tasks("jsonl", str(data_dir))
     }
     chunks = engine.plan_chunks(tasks, insts)
     assert len(chunks) == len(insts)

@@ -76,11 +76,11 @@ def load(model_dir, mesh=None):
 
 def make_evaluator(loaded, mesh=None, prompt=None, **settings):
   from robust_prompt.eval import engine
-  from robust_prompt.model.t5 import T5
+  from robust_prompt.model import prompted
 
   settings.setdefault("batch_size", 4)
   return engine.Evaluator(
-    T5(loaded.config),
+    prompted.for_config(loaded.config),
     loaded.params,
     loaded.vocab,
     engine.evaluate_settings(**settings),
@@ -110,7 +110,7 @@ def _original_rule(probs, greedy, options):
 
 
 def test_greedy_prefix_rule_matches_original_loop():
-  from robust_prompt.eval import rank
+  from robust_prompt.model import scoring
 
   rng = np.random.default_rng(0)
   b, k, v, o, s = 4, 6, 12, 3, 6
@@ -132,7 +132,7 @@ def test_greedy_prefix_rule_matches_original_loop():
       option_ids[r, j, : len(t)] = t
       option_mask[r, j, : len(t)] = 1
   step_lp = np.log(np.take_along_axis(probs[:, None], option_ids[..., None], -1)[..., 0])
-  got = np.asarray(rank.greedy_prefix_scores(step_lp, greedy, option_mask))
+  got = np.asarray(scoring.greedy_prefix_scores(step_lp, greedy, option_mask, eos_id=1))
   for r, opts in enumerate(options):
     want = np.log(_original_rule(probs[r], greedy[r], opts))
     np.testing.assert_allclose(got[r, : len(opts)], want, rtol=1e-5)
@@ -338,7 +338,7 @@ def test_compiles_a_handful_of_times(tiny_model_dir, mmlu_dir, instructions):
   from robust_prompt import batching
 
   spanned = {
-    batching.bucket_length(len(x), steps_per_octave=4) for c in chunks for x in evaluator._inputs(c)
+    batching.bucket_length(len(x), steps_per_octave=4) for c in chunks for x in evaluator.input_ids(c)
   }
   assert compiled <= len(evaluator.shapes) <= len(spanned) < batches, sorted(evaluator.shapes)
   # ... and none at all when the same work comes again.

@@ -92,6 +92,7 @@ def test_promptsource_import():
   assert sorted(by_id) == [
     "p3_toy_qa_easy_toy_dashes",
     "p3_toy_qa_easy_toy_inline",
+    "p3_toy_qa_easy_toy_loop",
     "p3_toy_qa_easy_toy_no_options",
   ]
   dashes = by_id["p3_toy_qa_easy_toy_dashes"]
@@ -106,11 +107,17 @@ def test_promptsource_import():
   assert by_id["p3_toy_qa_easy_toy_inline"].template == "{question} Could it be {options}?"
   assert by_id["p3_toy_qa_easy_toy_inline"].options_format == "inline"
   assert by_id["p3_toy_qa_easy_toy_no_options"].options_format == "none"
-  skipped = {s.name: s.reason for s in result.skipped}
-  assert set(skipped) == {"toy_loop", "toy_letter_target", "toy_fact"}
-  assert "jinja logic" in skipped["toy_loop"]
-  assert "answer_choices" in skipped["toy_letter_target"]
-  assert "{{fact1}}" in skipped["toy_fact"]
+  # A loop over the dataset's labels and texts: lettered options, the answer still the text.
+  loop = by_id["p3_toy_qa_easy_toy_loop"]
+  assert loop.template == "Toy quiz.\n{question}\n{options}"
+  assert (loop.options_format, loop.answer_space) == ("letters_paren", "option_text")
+  assert loop.origin == "promptsource:toy_qa/easy:0a000000-0000-4000-8000-000000000003 (toy_loop)"
+  skipped = {s.name: (s.reason, s.kind) for s in result.skipped}
+  assert set(skipped) == {"toy_letter_target", "toy_fact"}
+  assert "no answer_choices" in skipped["toy_letter_target"][0]
+  assert skipped["toy_letter_target"][1] == "answer"
+  assert "{{fact1}}" in skipped["toy_fact"][0] and skipped["toy_fact"][1] == "unmapped"
+  assert "2 skipped" not in result.summary() and "1 skipped: a placeholder" in result.summary()
 
 
 def test_promptsource_placeholder_map_and_newline_join():

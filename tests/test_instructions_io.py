@@ -138,3 +138,68 @@ def test_template_placeholders():
   for bad in ("{a", "a}", "{}", "{0}", "{a.b}", "{a[0]}", "{a:>3}", "{a!r}"):
     with pytest.raises(ValueError):
       template_placeholders(bad)
+
+
+LINE = (
+  '{"id": "enc_01", "tasks": ["mmlu:*"], "template": "{question}\\n{options}", '
+  '"options_format": "letters", "answer_space": "letters", "split": "unobserved", '
+  '"source": "human"}\n'
+)
+
+
+def test_byte_order_mark_is_accepted(tmp_path):
+  path = tmp_path / "bom.jsonl"
+  path.write_bytes(b"\xef\xbb\xbf" + LINE.encode("utf-8"))
+  (instruction,) = load_instructions([path])
+  assert instruction.id == "enc_01" and instruction.line == 1
+
+
+def test_non_utf8_file_names_file_and_line(tmp_path):
+  path = tmp_path / "latin1.jsonl"
+  bad = LINE.replace("enc_01", "enc_02").replace("{question}", "Caf\u00e9 {question}")
+  path.write_bytes(("# comment\n" + LINE + bad).encode("latin-1"))
+  with pytest.raises(InstructionError) as info:
+    load_instructions([path])
+  message = str(info.value)
+  assert message.startswith(f"{path}:3: not UTF-8: byte 0xe9 at column "), message
+  assert "re-save the file with UTF-8" in message
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n", b"# only a comment\n// and another\n"])
+def test_empty_instruction_file_is_an_error(tmp_path, content):
+  path = tmp_path / "empty.jsonl"
+  path.write_bytes(content)
+  with pytest.raises(InstructionError, match=rf"^{path}:1: file holds no instructions"):
+    load_instructions([path])
+  # Within a folder too: the empty file is named.
+  (tmp_path / "good.jsonl").write_text(LINE, encoding="utf-8")
+  with pytest.raises(InstructionError, match="empty.jsonl:1: file holds no instructions"):
+    load_instructions([tmp_path])
+
+
+def test_origin_round_trips_and_must_be_a_string(tmp_path):
+  instruction = Instruction(
+    id="p3_x_2",
+    tasks=("mmlu:*",),
+    template="{question}\n{options}",
+    options_format="dash_letters",
+    answer_space="letters",
+    split="observed",
+    source="p3",
+    seen_by=("t0",),
+    origin="promptsource:x:uuid (name)",
+  )
+  path = tmp_path / "o.jsonl"
+  write_instructions([instruction], path)
+  (back,) = load_instructions([path])
+  assert back.origin == "promptsource:x:uuid (name)"
+  assert back.to_json_dict() == instruction.to_json_dict()
+  assert "origin" not in dataclasses_replace_origin(instruction).to_json_dict()
+  with pytest.raises(InstructionError, match="'origin' must be a string"):
+    instruction_from_dict(dict(json.loads(LINE), origin=3), file="f", line=1)
+
+
+def dataclasses_replace_origin(instruction: Instruction) -> Instruction:
+  import dataclasses
+
+  return dataclasses.replace(instruction, origin="")

@@ -146,3 +146,56 @@ def test_field_values_with_braces_are_not_reinterpreted():
   )
   r = render(make("{{Q}} {question}\n{options}", "letters", "letters"), ex)
   assert r.inputs == "{Q} Is {1, 2} a set? {options}\nA. yes\nB. no"
+
+
+@pytest.mark.parametrize(
+  "options_format, shown",
+  [
+    ("letters_paren", "(A) Femur\n(B) Tibia\n(C) Ulna"),
+    ("letters_paren_inline", "(A) Femur (B) Tibia (C) Ulna"),
+    ("letters_colon", "A: Femur\nB: Tibia\nC: Ulna"),
+    ("dash_letters", "- A: Femur\n- B: Tibia\n- C: Ulna"),
+  ],
+)
+def test_lettered_layouts_for_every_instruction_file(options_format, shown):
+  assert format_options(options_format, MMLU.options) == shown
+  # Loaded from a file like any instruction: the layouts are not only the importers'.
+  from robust_prompt.instructions.validate import instruction_from_dict
+
+  instruction = instruction_from_dict(
+    dict(
+      id="l_01",
+      tasks=["mmlu:*"],
+      template="{question}\n{options}\nLetter:",
+      options_format=options_format,
+      answer_space="letters",
+      split="unobserved",
+      source="human",
+    ),
+    file="l.jsonl",
+    line=1,
+  )
+  r = render(instruction, MMLU)
+  assert r.inputs == f"Which bone is longest?\n{shown}\nLetter:"
+  assert r.options == ("A", "B", "C") and r.targets == ("A",)
+  text = render(make("{question}\n{options}", options_format, "option_text"), MMLU)
+  assert text.options == ("Femur", "Tibia", "Ulna")
+
+
+def test_letters_answer_needs_a_lettered_layout():
+  from robust_prompt.instructions.validate import validate_instruction
+
+  with pytest.raises(InstructionError, match="answer_space 'letters' needs the options shown"):
+    validate_instruction(make("{question}\n{options}", "dashes", "letters"))
+  with pytest.raises(InstructionError, match="answer_space 'numbers' needs"):
+    validate_instruction(make("{question}\n{options}", "letters_paren", "numbers"))
+  many = Example(
+    id="mmlu:x:1",
+    task="mmlu:x",
+    fields={"question": "q", "subject": "x"},
+    options=tuple(str(i) for i in range(27)),
+    answer=0,
+    correct=(0,),
+  )
+  with pytest.raises(InstructionError, match="more than the 26 letters"):
+    check_fits(make("{question}\n{options}", "dash_letters", "option_text"), many)

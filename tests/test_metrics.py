@@ -63,11 +63,14 @@ def test_tables_from_results():
 
 def test_per_task_spread_gap_pdr_cps(summ):
   a, b = summ["tasks"]["A"], summ["tasks"]["B"]
+  # se: sd over examples (ddof=1) of the split-mean correctness, over sqrt(E); A observed:
+  # [1, 1, .5, 0] -> sqrt(.6875 / 3) / 2; A unobserved: [1, 0, 0, 0] -> .5 / 2.
   assert a["observed"] == pytest.approx(
     dict(mean=0.625, std=math.sqrt(0.03125), min=0.5, max=0.75, range=0.25, n_instructions=2)
+    | {"se": math.sqrt(0.6875 / 3) / 2}
   )
   assert a["unobserved"] == pytest.approx(
-    dict(mean=0.25, std=0.0, min=0.25, max=0.25, range=0.0, n_instructions=1)
+    dict(mean=0.25, std=0.0, min=0.25, max=0.25, range=0.0, n_instructions=1, se=0.25)
   )
   assert a["gap"]["value"] == pytest.approx(0.375)
   assert a["pdr"] == pytest.approx(0.6)  # 1 - .25 / .625
@@ -144,7 +147,7 @@ def test_summary_schema_is_json_clean(summ):
   assert "NaN" not in text
   for task in summ["tasks"].values():
     assert set(task) >= {"observed", "unobserved", "gap", "pdr", "maxp", "avgp", "cps"}
-    assert set(task["observed"]) == {"mean", "std", "min", "max", "range", "n_instructions"}
+    assert set(task["observed"]) == {"mean", "std", "min", "max", "range", "se", "n_instructions"}
     assert set(task["gap"]) == {"value", "ci95", "ci_method"}
     assert task["gap"]["ci_method"] == summary.CI_PAIRED
     for split in ("observed", "unobserved"):

@@ -112,19 +112,17 @@ def test_layout_of_the_wrong_length_is_refused(tiny):
     )
 
 
-@pytest.mark.parametrize("mode", ["plain", "kv_group", "kv_index"])
+@pytest.mark.parametrize("mode", ["plain", "kv_index"])
 def test_absorbed_cross_attention_equals_projected(mode):
   """`(q Wk^T) . kv` and `(w kv) Wv` give the numbers of projecting keys and values, under jit,
-  for plain rows, O grouped rows per input, and gathered inputs."""
-  n, d, h, b, q_len, k_len, o = 4, 8, 32, 3, 5, 7, 2
+  for plain rows and gathered inputs."""
+  n, d, h, b, q_len, k_len = 4, 8, 32, 3, 5, 7
   rng = np.random.default_rng(0)
   kv = rng.normal(size=(b, k_len, h)).astype(np.float32)
   mask = np.ones((b, k_len), np.int32)
   mask[1, 4:] = 0
   kwargs, rows, mask_rows = {}, b, mask
-  if mode == "kv_group":
-    kwargs, rows = {"kv_group": o}, b * o
-  elif mode == "kv_index":
+  if mode == "kv_index":
     index = np.array([2, 0, 0, 1], np.int32)
     kwargs, rows, mask_rows = {"kv_index": index}, len(index), mask[index]
   x = rng.normal(size=(rows, q_len, h)).astype(np.float32)

@@ -116,6 +116,15 @@ def test_per_instruction_csv_roundtrip(tmp_path):
       r":3: duplicate of line 2",
     ),
     ("model,task,instruction_id,split,accuracy\nm,t,i,observed\n", r":2: expected 5 fields"),
+    (
+      "model,task,instruction_id,split,n_examples,accuracy\nm,t,i,observed,0,0.5\n",
+      r":2: n_examples 0 must be a positive integer",
+    ),
+    (
+      "model,task,instruction_id,split,n_examples,accuracy\nm,t,i,observed,5,0.5\n"
+      "m,t,j,observed,-3,0.5\n",
+      r":3: n_examples -3 must be a positive integer",
+    ),
     ("model,task,instruction_id,split,accuracy\n", r"no rows"),
   ],
 )
@@ -147,3 +156,79 @@ def test_results_with_bad_split_or_missing_field():
     tables.tables_from_results([dict(row, split="train")])
   with pytest.raises(tables.TableError, match="missing field 'correct'"):
     tables.tables_from_results([{k: v for k, v in row.items() if k != "correct"}])
+
+
+DUPLICATED = (
+  "model,task,instruction_id,split,n_examples,accuracy\n"
+  "m,t,i,observed,100,0.5\n"
+  "m,t,j,unobserved,100,0.2\n"
+  "m,t,i,observed,100,0.7\n"
+  "m,t,i,observed,120,0.6\n"
+)
+
+
+def test_per_instruction_csv_duplicates(tmp_path):
+  path = tmp_path / "dup.csv"
+  path.write_text(DUPLICATED)
+  with pytest.raises(
+    tables.TableError, match=r"dup.csv:4: duplicate of line 2 for m/t/i.*--on_duplicate"
+  ):
+    tables.read_per_instruction_csv(path)
+  with pytest.warns(UserWarning, match="2 repeated .* for 1 instruction.*kept the first"):
+    first = tables.read_per_instruction_csv(path, on_duplicate="first")
+  assert [(r["instruction_id"], r["accuracy"], r["n_examples"]) for r in first] == [
+    ("i", 0.5, 100),
+    ("j", 0.2, 100),
+  ]
+  with pytest.warns(UserWarning, match="averaged"):
+    mean = tables.read_per_instruction_csv(path, on_duplicate="mean")
+  assert mean[0]["accuracy"] == pytest.approx(0.6) and mean[0]["n_examples"] == 120
+  assert mean[1] == first[1]
+  # Repeats that disagree on the split are refused whatever the choice.
+  path.write_text(DUPLICATED.replace("m,t,i,observed,120", "m,t,i,unobserved,120"))
+  with pytest.raises(
+    tables.TableError, match=r":5: m/t/i is unobserved here but observed on line 2"
+  ):
+    tables.read_per_instruction_csv(path, on_duplicate="mean")
+  with pytest.raises(ValueError, match="on_duplicate must be one of"):
+    tables.read_per_instruction_csv(path, on_duplicate="last")
+
+
+def test_per_instruction_csv_not_utf8_names_file_and_line(tmp_path):
+  path = tmp_path / "latin1.csv"
+  body = (
+    "model,task,instruction_id,split,accuracy\nm,t,i,observed,0.5\nm,t,caf\u00e9,observed,0.5\n"
+  )
+  path.write_bytes(body.encode("latin-1"))
+  with pytest.raises(tables.TableError, match=r"latin1.csv:3: not UTF-8 \(byte 0xe9 at column 8\)"):
+    tables.read_per_instruction_csv(path)
+
+
+def test_plot_names_stay_distinct():
+  assert report.plot_names(["before", "after"]) == ["accuracy_before.png", "accuracy_after.png"]
+  names = report.plot_names(["T0", "T0++", "t0", "T0"])
+  assert len({n.lower() for n in names}) == 4
+  assert all(re.fullmatch(r"accuracy_[Tt]0_[0-9a-f]{8}(_2)?\.png", n) for n in names)
+  assert report.plot_names(["T0", "T0++"]) == report.plot_names(["T0", "T0++"])  # stable
+
+
+def test_sections_whose_labels_share_a_slug_keep_their_own_plot(tmp_path):
+  rows = _results()
+  a, b = _section("T0", rows), _section("T0++", _results(shift=0.1, seed=1))
+  written = report.write_report(tmp_path, [a, b])
+  pngs = sorted(p.name for p in (tmp_path / "plots").glob("accuracy_*.png"))
+  assert len(pngs) == 2 and set(pngs) == {k[len("plots/") :] for k in written if "accuracy_" in k}
+  md = (tmp_path / "report.md").read_text()
+  for name in pngs:
+    assert f"(plots/{name})" in md
+  # Each section's plot is its own (the two inputs differ, so do the images).
+  assert (tmp_path / "plots" / pngs[0]).read_bytes() != (tmp_path / "plots" / pngs[1]).read_bytes()
+
+
+def test_report_header_states_the_macro_weighting(tmp_path):
+  report.write_report(tmp_path, [_section("m", _results())])
+  assert "unweighted, the default" in (tmp_path / "report.md").read_text()
+  label, s, rows = _section("m", _results())
+  s = dict(s, settings=dict(s["settings"], macro="weighted"))
+  report.write_report(tmp_path, [(label, s, rows)])
+  assert "weighted by their number of examples" in (tmp_path / "report.md").read_text()

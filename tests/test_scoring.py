@@ -12,12 +12,8 @@ from safetensors.numpy import load_file
 
 from robust_prompt.checkpoints.hf_names import hf_state_dict_to_tree
 from robust_prompt.model.config import T5Config
-from robust_prompt.model.scoring import (
-  score_targets,
-  score_with_encoded,
-  shift_right,
-  token_log_probs,
-)
+from robust_prompt.model.prompted_t5 import PromptedT5
+from robust_prompt.model.scoring import score_with_encoded, shift_right, token_log_probs
 from robust_prompt.model.t5 import T5
 
 torch = pytest.importorskip("torch")
@@ -31,6 +27,12 @@ def tiny(request, tmp_path_factory):
   tree = hf_state_dict_to_tree(load_file(out / "model.safetensors"), config)
   hf = transformers.T5ForConditionalGeneration.from_pretrained(out).eval()
   return config, tree, hf
+
+
+def score_targets(model, params, ids, mask, targets, target_mask):
+  """The code path the `score` command runs: `PromptedT5.target_scores` (one target per input)."""
+  batch = dict(input_ids=ids, input_mask=mask, target_ids=targets, target_mask=target_mask)
+  return PromptedT5(model.config).target_scores(params, None, batch)
 
 
 def _batch(seed=0, b=4, t=10, s=6):
@@ -232,45 +234,6 @@ def test_incremental_decode_with_encoder_index(tiny):
     np.testing.assert_allclose(np.asarray(logits[:, 0]), np.asarray(full[:, step]), atol=1e-4)
   cross_key = cache["decoder"]["layers_0"]["encoder_decoder_attention"]["cross_key"]
   assert cross_key.shape == (len(index), ids.shape[1], config.num_heads, config.head_dim)
-
-
-def test_targets_per_input_equals_gathered_encoder_output(tiny):
-  """O targets per input attended together == every target row on its own copy of the input."""
-  config, tree, _ = tiny
-  b, o, s = 4, 3, 5
-  ids, mask, _, _ = _batch(11, b=b, t=10, s=s)
-  rng = np.random.default_rng(12)
-  lengths = rng.integers(1, s + 1, size=b * o)
-  lengths[-1] = 0  # a dummy option (all padding), as the option-count bucket adds
-  target_mask = (np.arange(s)[None, :] < lengths[:, None]).astype(np.int32)
-  targets = rng.integers(2, 32128, size=(b * o, s)).astype(np.int32) * target_mask
-  targets[o], target_mask[o] = targets[0], target_mask[0]  # the same target for inputs 0 and 1
-  model = T5(config)
-  index = np.repeat(np.arange(b, dtype=np.int32), o)
-
-  @jax.jit
-  def both(params, ids, mask, dec, dec_mask):
-    v = {"params": params}
-    encoded = model.apply(v, ids, mask, method=T5.encode)
-    grouped = model.apply(v, encoded, mask, dec, dec_mask, targets_per_input=o, method=T5.decode)
-    gathered = model.apply(v, encoded[index], mask[index], dec, dec_mask, method=T5.decode)
-    return grouped, gathered
-
-  grouped, gathered = both(tree, ids, mask, shift_right(targets), target_mask)
-  assert grouped.shape == (b * o, s, config.vocab_size)
-  _assert_close_to_scale(grouped, gathered, 1e-5)
-  # Not trivially equal: the same target reads different inputs in groups 0 and 1.
-  assert float(jnp.max(jnp.abs(grouped[0] - grouped[o]))) > 1e-3
-  with pytest.raises(ValueError, match="teacher forcing"):
-    model.apply(
-      {"params": tree},
-      np.zeros((b, 10, config.d_model), np.float32),
-      mask,
-      shift_right(targets),
-      targets_per_input=o,
-      encoder_index=index,
-      method=T5.decode,
-    )
 
 
 def test_encoder_index_is_cross_attention_only():

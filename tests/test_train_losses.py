@@ -55,6 +55,24 @@ def test_alignment_invariant_to_row_order(fn):
     np.testing.assert_allclose(permuted, base, rtol=1e-5)
 
 
+def test_group_ids_are_labels_of_any_value():
+  # A microbatch keeps batch-wide group ids, which can exceed its number of rows (groups 3 and
+  # 7 of 8 in a 6-row microbatch): the losses must not drop or clamp them.
+  labels = jnp.asarray([7, 7, 7, 3, 3, 3], jnp.int32)
+  reps = _reps(6)
+  for fn in (losses.cosine_alignment, losses.info_nce_alignment):
+    want, want_m = fn(reps, GROUPS)
+    got, got_m = fn(reps, labels)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(got_m["align_cos"], want_m["align_cos"], rtol=1e-6)
+  log_p = jax.nn.log_softmax(_reps(7, h=4))
+  want, _ = losses.kl_from_anchor(log_p, jnp.ones(6), GROUPS, ANCHOR)
+  got, _ = losses.kl_from_anchor(log_p, jnp.ones(6), labels, ANCHOR)
+  assert float(want) > 0.01
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  np.testing.assert_array_equal(losses.dense_group_ids(labels), [1, 1, 1, 0, 0, 0])
+
+
 def test_info_nce_prefers_aligned_groups():
   centers = jnp.asarray([[1.0, 0, 0, 0, 0], [0, 1.0, 0, 0, 0]])
   aligned = centers[GROUPS] + 0.01 * _reps(3)

@@ -11,10 +11,10 @@ import seqio
 from robust_prompt import partitioning
 from robust_prompt.data.example import Example
 from robust_prompt.instructions.schema import Instruction
+from robust_prompt.model import soft_prompt as prompt_lib
 from robust_prompt.model.config import T5Config
 from robust_prompt.model.t5 import T5
 from robust_prompt.train import checkpointing, grouping, loop, metrics_log, objective
-from robust_prompt.train import prompt as prompt_lib
 from robust_prompt.train import state as state_lib
 
 TINY = T5Config(

@@ -1,5 +1,7 @@
 """Grouped data, the train step (frozen model, prompt-only updates), sharding and accumulation."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,10 +12,11 @@ from robust_prompt import partitioning
 from robust_prompt.data.example import Example
 from robust_prompt.instructions.schema import Instruction
 from robust_prompt.model.config import T5Config
+from robust_prompt.model.prompted_t5 import PromptedT5
 from robust_prompt.model.t5 import T5
 from robust_prompt.train import grouping, objective
 from robust_prompt.train import state as state_lib
-from robust_prompt.train.step import make_train_step, split_microbatches
+from robust_prompt.train.step import accumulate_gradients, make_train_step, split_microbatches
 
 RULES = partitioning.DEFAULT_RULES
 TINY = T5Config(
@@ -169,7 +172,7 @@ def run_steps(host_params, mesh, num_steps=2, loss=None, microbatches=1, optimiz
     jax.random.PRNGKey(0), tx, 3, TINY.d_model, None, mesh, RULES
   )
   step = make_train_step(
-    model=model,
+    model=PromptedT5(TINY),
     tx=tx,
     loss_config=loss or objective.LossConfig(lambda_sim=0.5, lambda_kl=0.5),
     mesh=mesh,
@@ -219,16 +222,47 @@ def test_sharded_steps_equal_single_device(host_params, single_device, data, mod
     assert leaf.sharding.mesh.shape == mesh.shape  # every leaf placed on the mesh
 
 
-def test_gradient_accumulation_equals_full_batch(host_params, single_device):
+@pytest.mark.parametrize("microbatches", [2, 4])  # G=4, K=2: M = K and M > K
+def test_gradient_accumulation_equals_full_batch(host_params, single_device, microbatches):
   mesh = partitioning.make_mesh(1, 1, jax.devices()[:1])
-  prompts, metrics, _, _ = run_steps(host_params, mesh, microbatches=2)
+  prompts, metrics, _, _ = run_steps(host_params, mesh, microbatches=microbatches)
   for got, want in zip(prompts, single_device[0]):
     np.testing.assert_allclose(got, want, atol=1e-5)
-  np.testing.assert_allclose(metrics[0]["loss"], single_device[1][0]["loss"], atol=1e-5)
+  for name in ("loss", "ce", "align", "kl", "kl_options", "grad_norm"):
+    np.testing.assert_allclose(metrics[0][name], single_device[1][0][name], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+  "g,k,kl_over,microbatches",
+  [(8, 2, "auto", (2, 4, 8)), (4, 4, "tokens", (2, 4))],  # M > K, M = K and M < K
+)
+def test_accumulated_terms_and_gradients_equal_full_batch(host_params, g, k, kl_over, microbatches):
+  model = PromptedT5(TINY)
+  # Large weights, so the alignment and KL terms (small for a random tiny model) dominate the
+  # gradient compared below.
+  config = objective.LossConfig(lambda_sim=50.0, lambda_kl=50.0, kl_over=kl_over)
+  loss_fn = functools.partial(objective.compute_loss, model=model, config=config)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  batch = jax.tree.map(jnp.asarray, make_data(g=g, k=k).batch(0))
+  prompt = jnp.asarray(np.random.default_rng(0).normal(size=(3, TINY.d_model)), jnp.float32)
+  params = jax.tree.map(jnp.asarray, host_params)
+
+  def run(m):
+    fn = jax.jit(lambda p: accumulate_gradients(grad_fn, p, params, batch, g, m))
+    return jax.device_get(jax.block_until_ready(fn(prompt)))
+
+  full_grad, full = run(1)
+  assert full["align"] > 1e-4 and full["kl"] > 1e-4  # the terms are really compared
+  for m in microbatches:
+    grad, metrics = run(m)
+    assert set(metrics) == set(full)
+    for name, want in full.items():
+      np.testing.assert_allclose(metrics[name], want, rtol=1e-4, atol=1e-8, err_msg=f"M={m} {name}")
+    np.testing.assert_allclose(grad, full_grad, rtol=1e-4, atol=1e-6, err_msg=f"M={m} grad")
 
 
 def test_objective_variants_run(host_params):
-  model = T5(TINY)
+  model = PromptedT5(TINY)
   batch = jax.tree.map(jnp.asarray, make_data().batch(0))
   prompt = jnp.ones((3, TINY.d_model)) * 0.1
   config = objective.LossConfig(
@@ -257,7 +291,7 @@ def test_frozen_weights_equal_the_loaded_checkpoint(tmp_path_factory, spiece_pat
   mesh = partitioning.make_mesh(2, 4)
   loaded = load_model(str(hf_dir), mesh=mesh)
   reference = load_model(str(hf_dir)).params  # numpy, straight from the files
-  model = T5(loaded.config)
+  model = PromptedT5(loaded.config)
   data = grouping.GroupedData(
     make_examples(4),
     [make_instruction(0, "observed"), make_instruction(1)],

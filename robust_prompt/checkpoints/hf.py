@@ -1,5 +1,8 @@
 """Hugging Face T5 checkpoints (a local directory or a hub id) -> `(T5Config, param tree)`.
 
+The directory, hub and weight readers here serve the decoder-only family too
+(`checkpoints/hf_decoder.py` maps its names).
+
 A model directory holds `config.json`, weights as `model.safetensors` (or shards listed in
 `model.safetensors.index.json`) or `pytorch_model.bin` (or shards listed in
 `pytorch_model.bin.index.json`), and a vocabulary (`spiece.model` / `tokenizer.json`). Hub ids are
@@ -31,7 +34,16 @@ SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
 PYTORCH_NAME = "pytorch_model.bin"
 PYTORCH_INDEX_NAME = "pytorch_model.bin.index.json"
 WEIGHT_NAMES = (SAFETENSORS_NAME, SAFETENSORS_INDEX_NAME, PYTORCH_NAME, PYTORCH_INDEX_NAME)
-VOCAB_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+VOCAB_FILES = (
+  "spiece.model",
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  # Decoder-only models: LLaMA 1/2's SentencePiece file, chat templates (transformers >= 5).
+  "tokenizer.model",
+  "chat_template.jinja",
+  "chat_template.json",
+)
 
 # Files fetched from the hub: safetensors first; PyTorch pickles only when a repo has no safetensors.
 HUB_PATTERNS_SAFETENSORS = [CONFIG_NAME, "*.safetensors", SAFETENSORS_INDEX_NAME, *VOCAB_FILES]
@@ -84,7 +96,7 @@ def hub_offline() -> bool:
 
 
 def download_from_hub(repo_id: str, revision: str | None = None) -> pathlib.Path:
-  """Fetches (or finds in the cache) the files of a T5 model on the hub; returns the snapshot dir.
+  """Fetches (or finds in the cache) the files of a model on the hub; returns the snapshot dir.
 
   Respects `HF_HOME` / `HF_HUB_CACHE` and `HF_HUB_OFFLINE` (then only the cache is used).
 
@@ -123,7 +135,7 @@ def download_from_hub(repo_id: str, revision: str | None = None) -> pathlib.Path
   where = (
     "HF_HUB_OFFLINE is set, so only the local cache was searched"
     if offline
-    else ("the hub could not be reached or the repository has no T5 weights")
+    else ("the hub could not be reached or the repository has no weights")
   )
   raise HubDownloadError(
     f"could not load Hugging Face model {repo_id!r}: {where}, and the cache {cache_dir} has no "

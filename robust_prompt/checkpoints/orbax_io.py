@@ -3,9 +3,10 @@
 Layout of a checkpoint directory:
 
   params/               orbax PyTree checkpoint of the parameter tree (design.md names)
-  config.json           `T5Config.to_json()`
+  config.json           `T5Config.to_json()` or `DecoderConfig.to_json()` (the family is the
+                        config's: a decoder-only config has a `model_type` key, T5's has none)
   robust_prompt.json    {"format", "version", "vocab": vocabulary spec, "source"}
-  spiece.model | tokenizer.json   a copy of the vocabulary file (local vocabularies only)
+  spiece.model | tokenizer.json | tokenizer.model   a copy of the vocabulary file (local ones)
 
 The vocabulary file is copied so that the directory is self-contained (a hub snapshot or a
 temporary directory it came from may disappear). Restoring onto a mesh reads each array straight
@@ -28,6 +29,9 @@ import seqio
 from robust_prompt import io_utils
 from robust_prompt import vocab as vocab_lib
 from robust_prompt.model.config import T5Config
+from robust_prompt.model.decoder_config import DecoderConfig, is_decoder_config_dict
+
+ModelConfig = T5Config | DecoderConfig
 
 PARAMS_DIR = "params"
 CONFIG_NAME = "config.json"
@@ -45,7 +49,7 @@ def is_orbax_params_dir(path: str | os.PathLike) -> bool:
 def save_params(
   directory: str | os.PathLike,
   params: dict,
-  config: T5Config,
+  config: ModelConfig,
   vocab: str | os.PathLike | seqio.Vocabulary | None,
   source: str = "",
   overwrite: bool = False,
@@ -109,9 +113,12 @@ def _store_vocabulary(vocab: seqio.Vocabulary, directory: pathlib.Path, copy: bo
   path = spec.get("path")
   if path and not str(path).startswith("gs://"):
     src = pathlib.Path(path)
-    name = (
-      vocab_lib.TOKENIZER_JSON_NAME if spec["kind"] == "tokenizer_json" else vocab_lib.SPIECE_NAME
-    )
+    if spec["kind"] == "decoder":
+      name = spec["file"]  # tokenizer.json or tokenizer.model, as the model directory names it
+    elif spec["kind"] == "tokenizer_json":
+      name = vocab_lib.TOKENIZER_JSON_NAME
+    else:
+      name = vocab_lib.SPIECE_NAME
     dst = directory / name
     if copy and src.resolve() != dst.resolve():
       shutil.copyfile(src, dst)
@@ -141,8 +148,16 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
   return meta
 
 
-def load_config(directory: str | os.PathLike) -> T5Config:
-  return T5Config.from_json(pathlib.Path(directory) / CONFIG_NAME)
+def load_config(directory: str | os.PathLike) -> ModelConfig:
+  """The stored architecture: a `DecoderConfig` when it names a decoder-only model type."""
+  path = pathlib.Path(directory) / CONFIG_NAME
+  try:
+    stored = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: line {e.lineno}: not valid JSON: {e.msg}") from e
+  if is_decoder_config_dict(stored):
+    return DecoderConfig.from_json(path)
+  return T5Config.from_json(path)
 
 
 def load_vocabulary(directory: str | os.PathLike) -> seqio.Vocabulary | None:
@@ -195,15 +210,25 @@ def load_params(
   )
 
 
-def config_param_shardings(config: T5Config, mesh: jax.sharding.Mesh, rules=None) -> dict:
-  """Tree of `NamedSharding`s of the parameters of `T5(config)` on `mesh` (logical-axis rules)."""
-  from robust_prompt import partitioning
-  from robust_prompt.model.t5 import T5
+def config_param_shardings(config: ModelConfig, mesh: jax.sharding.Mesh, rules=None) -> dict:
+  """Tree of `NamedSharding`s of the parameters of the config's module on `mesh`.
 
+  The module is `T5(config)` or, for a `DecoderConfig`, `Decoder(config)`.
+  """
+  from robust_prompt import partitioning
+
+  if isinstance(config, DecoderConfig):
+    from robust_prompt.model.decoder import Decoder
+
+    module = Decoder(config)
+  else:
+    from robust_prompt.model.t5 import T5
+
+    module = T5(config)
   # Relaxed to the real shapes: a dimension the mesh does not divide (e.g. flan-t5-small's 6 heads
   # over model=4) is replicated, as jax requires even tiling.
   return partitioning.model_param_shardings(
-    T5(config), mesh, partitioning.DEFAULT_RULES if rules is None else rules
+    module, mesh, partitioning.DEFAULT_RULES if rules is None else rules
   )
 
 

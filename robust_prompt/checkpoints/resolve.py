@@ -8,6 +8,12 @@
 3. a Hugging Face model directory (`config.json` + weights);
 4. a Hugging Face hub id (`google/flan-t5-small`), when no such local path exists.
 
+The model family follows the checkpoint: a Hugging Face `config.json` whose `model_type` is
+llama / mistral / qwen2 (or one of our checkpoints storing a `DecoderConfig`) loads the
+decoder-only family (`DecoderConfig`, the tokenizer beside the weights as a
+`vocab.DecoderVocabulary`); everything else is T5. `prompted.for_config(loaded.config)` then
+gives the family's `PromptedModel`.
+
 With a mesh, parameters go straight into their shardings (`partitioning.param_shardings`):
 our checkpoints are restored shard by shard by orbax, the others are placed from host memory
 with `partitioning.place_params` (each device receives only its slice).
@@ -25,8 +31,11 @@ import seqio
 
 from robust_prompt import partitioning
 from robust_prompt import vocab as vocab_lib
-from robust_prompt.checkpoints import hf, orbax_io, t5x
+from robust_prompt.checkpoints import hf, hf_decoder, orbax_io, t5x
 from robust_prompt.model.config import T5Config
+from robust_prompt.model.decoder_config import DecoderConfig
+
+ModelConfig = T5Config | DecoderConfig
 
 # Fields of T5Config that are not the architecture (they may differ without harm).
 _NON_ARCH_FIELDS = ("dtype", "param_dtype")
@@ -34,7 +43,7 @@ _NON_ARCH_FIELDS = ("dtype", "param_dtype")
 
 @dataclasses.dataclass
 class LoadedModel:
-  config: T5Config
+  config: ModelConfig  # the family follows its type (`prompted.for_config`)
   params: dict  # placed on the mesh (jax.Array) or numpy when mesh is None
   vocab: seqio.Vocabulary
   source: str  # what --model said
@@ -95,13 +104,18 @@ def _unrecognised_dir_message(path: pathlib.Path) -> str:
   )
 
 
-def _reconcile_config(stored: T5Config, passed: T5Config | None, spec: str) -> T5Config:
+def _reconcile_config(stored: ModelConfig, passed: ModelConfig | None, spec: str) -> ModelConfig:
   """The checkpoint's own config wins; a differing passed config (e.g. from gin) is reported."""
   if passed is None:
     return stored
+  if type(passed) is not type(stored):
+    raise ValueError(
+      f"{spec} is a {type(stored).__name__} checkpoint, but a {type(passed).__name__} was passed "
+      "(a gin model file of the other family?); drop the model gin file or pick a matching one"
+    )
   diffs = [
     f"{f.name}: checkpoint {getattr(stored, f.name)!r} vs passed {getattr(passed, f.name)!r}"
-    for f in dataclasses.fields(T5Config)
+    for f in dataclasses.fields(type(stored))
     if f.name not in _NON_ARCH_FIELDS and getattr(stored, f.name) != getattr(passed, f.name)
   ]
   if diffs:
@@ -118,7 +132,7 @@ def load_model(
   *,
   mesh=None,
   rules=partitioning.DEFAULT_RULES,
-  config: T5Config | None = None,
+  config: ModelConfig | None = None,
   vocab_path: str | os.PathLike | None = None,
   dtype: str | None = None,
 ) -> LoadedModel:
@@ -129,9 +143,11 @@ def load_model(
     mesh: place the parameters onto this `Mesh(data, model)`; None returns numpy arrays.
     rules: logical-axis rules used for the parameter shardings.
     config: the architecture; required for T5X checkpoints (from a gin model file). For the other
-      kinds the checkpoint's own config is used (a differing one passed here is warned about).
+      kinds the checkpoint's own config is used (a differing one passed here is warned about; one
+      of the other family is an error).
     vocab_path: vocabulary (file, model directory or "byte"); overrides the stored one. Required
-      for T5X checkpoints.
+      for T5X checkpoints. For a decoder-only model, its tokenizer.json / tokenizer.model (with
+      the tokenizer_config.json beside it).
     dtype: activation dtype ("float32" / "bfloat16"); parameters stay in `config.param_dtype`.
 
   Returns:
@@ -151,7 +167,17 @@ def load_model(
     if vocab_path is None:
       vocab = orbax_io.load_vocabulary(spec)
   else:
-    if kind == "t5x":
+    model_dir = None if kind == "t5x" else hf.resolve_hf_path(spec)
+    if model_dir is not None and hf_decoder.is_decoder_dir(model_dir):
+      stored, params, model_dir = hf_decoder.load_hf_decoder(
+        model_dir, dtype=config.param_dtype if config else None
+      )
+      model_config = _reconcile_config(stored, config, spec)
+      if vocab_path is None:
+        vocab = hf_decoder.load_tokenizer(model_dir)
+    elif kind == "t5x":
+      if isinstance(config, DecoderConfig):
+        raise ValueError(f"{spec} is a T5X checkpoint: it needs a T5Config, not a DecoderConfig")
       if config is None:
         raise ValueError(
           f"{spec} is a T5X checkpoint, which does not store the architecture: pass "
@@ -165,7 +191,9 @@ def load_model(
       model_config = config
       params = t5x.load_t5x(spec, model_config)
     else:
-      stored, params, model_dir = hf.load_hf(spec, dtype=config.param_dtype if config else None)
+      stored, params, model_dir = hf.load_hf(
+        model_dir, dtype=config.param_dtype if config else None
+      )
       model_config = _reconcile_config(stored, config, spec)
       if vocab_path is None:
         found = hf.hf_vocab_path(model_dir)
@@ -185,7 +213,10 @@ def load_model(
       raise FileNotFoundError(
         f"{spec}: no vocabulary stored with the checkpoint; pass --vocab PATH"
       )
-    vocab = vocab_lib.load_vocabulary(vocab_path)
+    if isinstance(model_config, DecoderConfig):
+      vocab = vocab_lib.load_decoder_vocabulary(vocab_path)
+    else:
+      vocab = vocab_lib.load_vocabulary(vocab_path)
   if vocab.vocab_size > model_config.vocab_size:
     raise ValueError(
       f"vocabulary {vocab} has {vocab.vocab_size} ids but the model's embedding has only "
@@ -194,7 +225,7 @@ def load_model(
   return LoadedModel(config=model_config, params=params, vocab=vocab, source=spec)
 
 
-def _cast_placed(params, config: T5Config):
+def _cast_placed(params, config: ModelConfig):
   import jax
 
   return jax.tree.map(lambda x: x.astype(config.jnp_param_dtype), params)

@@ -34,19 +34,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
     "--steps", default="train,eval", help="comma-separated steps to compile: train, eval"
   )
-  parser.add_argument("--groups", type=positive_int, default=8, help="G: groups per train batch")
-  parser.add_argument("--members", type=positive_int, default=4, help="K: members per group")
-  parser.add_argument("--eval_batch", type=positive_int, default=32, help="rows per eval batch")
-  parser.add_argument("--input_length", type=positive_int, default=512, help="T")
-  parser.add_argument("--target_length", type=positive_int, default=32, help="S (train)")
-  parser.add_argument("--num_options", type=positive_int, default=4, help="O")
-  parser.add_argument("--option_length", type=positive_int, default=16, help="S_opt")
-  parser.add_argument("--prompt_length", type=positive_int, default=100, help="P")
-  parser.add_argument(
-    "--num_microbatches", type=positive_int, default=1, help="gradient accumulation (train)"
+  # Unset (None) sizes come from the same gin files `train` and `eval` read (e.g.
+  # --gin_file runs/train_soft_prompt.gin): data.*, train.num_microbatches, prompt.length,
+  # evaluate.*; the optimizer and the losses always come from gin (optimizer.*, losses.*).
+  sizes = (
+    ("--groups", "G: groups per train batch (gin data.groups_per_batch; default 8)"),
+    ("--members", "K: members per group (gin data.members_per_group; default 4)"),
+    ("--eval_batch", "rows per eval batch (gin evaluate.batch_size; default 32)"),
+    ("--input_length", "T (gin data.max_input_length; default 512)"),
+    ("--target_length", "S, train targets (gin data.max_target_length; default 32)"),
+    ("--num_options", "O (default 4)"),
+    ("--option_length", "S_opt (default 16)"),
+    ("--prompt_length", "P (gin prompt.length; default 100)"),
+    ("--num_microbatches", "gradient accumulation (gin train.num_microbatches; default 1)"),
   )
-  parser.add_argument("--optimizer", default="adafactor", help="prompt optimizer (train step)")
-  parser.add_argument("--score_mode", default="sum", help="rank-classification mode (eval step)")
+  for flag, help_text in sizes:
+    parser.add_argument(flag, type=positive_int, default=None, help=help_text)
+  parser.add_argument(
+    "--score_mode", default=None, help="rank-classification mode (gin evaluate.score_mode; sum)"
+  )
   parser.add_argument(
     "--device_memory_gib", type=float, default=None, help="say whether each step fits this size"
   )
@@ -69,6 +75,33 @@ def _setup_devices(data: int, model: int, real: bool) -> None:
     pass
 
 
+# StepShapes field -> (flag, gin name that train/eval read, default).
+_SIZES = {
+  "groups": ("groups", "data.groups_per_batch", 8),
+  "members": ("members", "data.members_per_group", 4),
+  "eval_batch": ("eval_batch", "evaluate.batch_size", 32),
+  "input_length": ("input_length", "data.max_input_length", 512),
+  "target_length": ("target_length", "data.max_target_length", 32),
+  "num_options": ("num_options", None, 4),
+  "option_length": ("option_length", None, 16),
+  "prompt_length": ("prompt_length", "prompt.length", 100),
+  "num_microbatches": ("num_microbatches", "train.num_microbatches", 1),
+}
+
+
+def _sizes(args: argparse.Namespace) -> dict:
+  """Step sizes: explicit flags, else the train/eval gin bindings, else the defaults."""
+  from robust_prompt.cli import train as train_cli
+
+  out = {}
+  for field, (flag, gin_name, default) in _SIZES.items():
+    value = getattr(args, flag)
+    if value is None and gin_name is not None:
+      value = train_cli._gin_value(gin_name, None)
+    out[field] = default if value is None else int(value)
+  return out
+
+
 def run(args: argparse.Namespace) -> int:
   from robust_prompt import partitioning
 
@@ -77,7 +110,12 @@ def run(args: argparse.Namespace) -> int:
   except ValueError as e:
     raise UserError(str(e)) from e
   _setup_devices(data, model_size, args.real_devices)
+  from robust_prompt.cli import eval as eval_cli
+  from robust_prompt.cli import train as train_cli
+
   gin_utils.register_configurables()
+  train_cli.configurables()  # the names train and eval gin files bind must exist
+  eval_cli.configured_settings()
   gin_utils.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
   config = gin_utils.model_config_from_gin()
   if config is None:
@@ -95,21 +133,16 @@ def run(args: argparse.Namespace) -> int:
       f"{e} ({jax.device_count()} {jax.devices()[0].platform} device(s) here; drop "
       "--real_devices to use fake CPU devices)"
     ) from e
-  shapes = aot.StepShapes(
-    groups=args.groups,
-    members=args.members,
-    eval_batch=args.eval_batch,
-    input_length=args.input_length,
-    target_length=args.target_length,
-    num_options=args.num_options,
-    option_length=args.option_length,
-    prompt_length=args.prompt_length,
-    num_microbatches=args.num_microbatches,
-  )
+  from robust_prompt.cli import train as train_cli
+
+  tx, _ = train_cli._call("optimizer")
+  loss_config = train_cli._call("losses")
+  shapes = aot.StepShapes(**_sizes(args))
   steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+  score_mode = args.score_mode or train_cli._gin_value("evaluate.score_mode", "sum")
   try:
     report = aot.run_check(
-      config, mesh, shapes, steps=steps, optimizer=args.optimizer, score_mode=args.score_mode
+      config, mesh, shapes, steps=steps, tx=tx, loss_config=loss_config, score_mode=score_mode
     )
   except ValueError as e:
     raise UserError(str(e)) from e

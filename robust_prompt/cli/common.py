@@ -38,18 +38,40 @@ def positive_int(text: str) -> int:
   return value
 
 
-BENCHMARKS = ("mmlu", "bigbench_lite", "jsonl")
-
-
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
-  """Adds --benchmark and --data_dir (the same for eval and train)."""
-  parser.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="which loader to use")
+  """Adds --benchmark and --data_dir (the same for eval, train and tasks: `data.sources`)."""
+  from robust_prompt.data import sources
+
+  parser.add_argument(
+    "--benchmark", required=True, choices=sources.BENCHMARKS, help="which benchmark's tasks"
+  )
   parser.add_argument(
     "--data_dir",
-    required=True,
-    help="benchmark data: the MMLU CSV release (holding test/), a folder of BIG-bench task "
-    "folders (<task>/task.json), or a folder of <name>.jsonl task files",
+    default=None,
+    help="benchmark data: a parent folder (mmlu/, bigbench_lite/, bigbench/, jsonl/ inside), the "
+    "benchmark's own folder (the MMLU CSV release holding test/, a folder of BIG-bench "
+    f"<task>/task.json, a folder of <name>.jsonl), or hf://cais/mmlu; default: ${sources.ENV_VAR}",
   )
+
+
+def select_tasks(args: argparse.Namespace) -> list[str]:
+  """The tasks `--benchmark`, `--data_dir` and `--tasks` select (`data.sources.select_tasks`)."""
+  from robust_prompt.data import sources
+
+  try:
+    return sources.select_tasks(args.benchmark, args.data_dir, getattr(args, "tasks", None))
+  except sources.DataError as e:
+    raise UserError(str(e)) from e
+
+
+def load_task(args: argparse.Namespace, task: str):
+  """The examples of one selected task (`data.sources.load_task`), errors as `UserError`s."""
+  from robust_prompt.data import sources
+
+  try:
+    return sources.load_task(task, args.data_dir, benchmark=args.benchmark)
+  except sources.DataError as e:
+    raise UserError(str(e)) from e
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, batch_size: int = DEFAULT_BATCH_SIZE):
@@ -170,7 +192,7 @@ def load_prompt(path: str | os.PathLike, d_model: int) -> np.ndarray:
     UserError: the file is missing, is not a `.npy` array, is not 2-D, is empty, or has a width
       other than the model's `d_model`.
   """
-  from robust_prompt.train import prompt as prompt_lib
+  from robust_prompt.model import soft_prompt as prompt_lib
 
   try:
     value = prompt_lib.load_prompt(path, width=d_model)

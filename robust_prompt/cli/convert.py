@@ -23,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
     "--model",
     required=True,
-    help="a Hugging Face hub id, a Hugging Face model directory, or a T5X checkpoint directory "
-    "(.../checkpoint_N; then also --gin_file models/<size>.gin and --vocab)",
+    help="a Hugging Face hub id, a Hugging Face model directory (T5, or a llama / mistral / "
+    "qwen2 decoder-only model), or a T5X checkpoint directory (.../checkpoint_N; then also "
+    "--gin_file models/<size>.gin and --vocab)",
   )
   parser.add_argument("--output_dir", required=True, help="directory to write the checkpoint to")
   parser.add_argument(
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
   from robust_prompt.checkpoints import orbax_io, resolve
   from robust_prompt.io_utils import NotWritableError
+  from robust_prompt.model.decoder_config import DecoderConfig
 
   out = pathlib.Path(args.output_dir).expanduser()
   if orbax_io.is_orbax_params_dir(out) and not args.overwrite:
@@ -83,13 +85,19 @@ def run(args: argparse.Namespace) -> int:
 
   c = loaded.config
   print(f"wrote {written}")
+  if isinstance(c, DecoderConfig):
+    layers = f"{c.model_type}, {c.num_layers} layers, d_model {c.d_model}, {c.num_heads} heads"
+    layers += f" ({c.num_kv_heads} key/value)"
+  else:
+    layers = f"{c.num_encoder_layers}+{c.num_decoder_layers} layers, d_model {c.d_model}, "
+    layers += c.feed_forward_proj
   print(
     f"  params/            {_n_params(loaded.params):,} parameters ({c.param_dtype}), "
-    f"{c.num_encoder_layers}+{c.num_decoder_layers} layers, d_model {c.d_model}, "
-    f"{c.feed_forward_proj}, {'tied' if c.tie_word_embeddings else 'untied'} output layer"
+    f"{layers}, {'tied' if c.tie_word_embeddings else 'untied'} output layer"
   )
-  print(f"  {orbax_io.CONFIG_NAME:<18} T5Config")
-  vocab_files = [p.name for p in written.iterdir() if p.name in ("spiece.model", "tokenizer.json")]
+  print(f"  {orbax_io.CONFIG_NAME:<18} {type(c).__name__}")
+  vocab_names = ("spiece.model", "tokenizer.json", "tokenizer.model")
+  vocab_files = [p.name for p in written.iterdir() if p.name in vocab_names]
   print(f"  {orbax_io.META_NAME:<18} vocabulary {loaded.vocab}; source {args.model}")
   for name in vocab_files:
     print(f"  {name:<18} vocabulary file")

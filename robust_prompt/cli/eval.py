@@ -15,8 +15,6 @@ Settings come from (later wins): library defaults < gin (`--gin_file runs/eval.g
 from __future__ import annotations
 
 import argparse
-import difflib
-import fnmatch
 import pathlib
 import sys
 
@@ -25,7 +23,6 @@ from robust_prompt.cli.gin_utils import UserError
 
 USES_GIN = True
 
-BENCHMARKS = common.BENCHMARKS
 SCORE_MODES = ("sum", "mean", "greedy_prefix")
 
 
@@ -68,101 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
 
 
-# -- tasks ---------------------------------------------------------------------------------------
-
-
-def available_tasks(benchmark: str, data_dir: str) -> list[str]:
-  """Task names the benchmark's data directory holds."""
-  from robust_prompt.data import bigbench, jsonl, mmlu
-  from robust_prompt.data.example import DataError
-
-  path = pathlib.Path(data_dir)
-  if not path.is_dir():
-    raise UserError(f"--data_dir {data_dir}: no such directory")
-  try:
-    if benchmark == "mmlu":
-      names = [mmlu.task_name(s) for s in mmlu.list_subjects(path)]
-    elif benchmark == "bigbench_lite":
-      names = bigbench.list_tasks(path)
-      lite = [n for n in names if n.split(":", 1)[1] in bigbench.LITE_TASKS]
-      names = lite or names
-    else:
-      names = jsonl.list_tasks(path)
-  except DataError as e:
-    raise UserError(str(e)) from e
-  if not names:
-    raise UserError(f"--data_dir {data_dir}: holds no {benchmark} tasks")
-  return names
-
-
-def subtask_names(benchmark: str, data_dir: str, tasks: list[str]) -> list[str]:
-  """`bigbench:<task>:<subtask>` names (selectable one by one; not part of the default)."""
-  if benchmark != "bigbench_lite":
-    return []
-  from robust_prompt.data import bigbench
-
-  root = pathlib.Path(data_dir)
-  return [f"{t}:{sub}" for t in tasks for sub in bigbench.subtasks(root / t.split(":")[1])]
-
-
-def select_tasks(
-  available: list[str], patterns: list[str] | None, prefix: str, extra: list[str] = ()
-) -> list[str]:
-  """Resolves names / globs (optionally without the `<prefix>:`) against `available`.
-
-  Args:
-    available: the tasks selected by default (no patterns).
-    extra: further names that only explicit patterns select (e.g. BIG-bench subtasks).
-
-  Raises:
-    UserError: a pattern matches no task (with close matches).
-  """
-  if not patterns:
-    return list(available)
-  everything = list(available) + [t for t in extra if t not in available]
-  chosen: list[str] = []
-  for pattern in patterns:
-    candidates = [pattern] if pattern.startswith(prefix + ":") else [pattern, f"{prefix}:{pattern}"]
-    hits = [t for t in available if any(fnmatch.fnmatchcase(t, c) for c in candidates)]
-    if not hits:  # subtasks only when named (a glob over tasks must not select both levels)
-      hits = [t for t in everything if any(fnmatch.fnmatchcase(t, c) for c in candidates)]
-    if not hits:
-      close = difflib.get_close_matches(pattern, everything, n=5, cutoff=0.5)
-      close += [
-        t
-        for t in difflib.get_close_matches(f"{prefix}:{pattern}", everything, n=5)
-        if t not in close
-      ]
-      hint = f" Did you mean: {', '.join(close[:5])}?" if close else ""
-      raise UserError(
-        f"--tasks: unknown task {pattern!r} ({len(available)} tasks available, e.g. "
-        f"{', '.join(available[:3])}).{hint}"
-      )
-    chosen.extend(t for t in hits if t not in chosen)
-  return chosen
-
-
-def load_examples(benchmark: str, data_dir: str, task: str):
-  from robust_prompt.data import bigbench, jsonl, mmlu
-  from robust_prompt.data.example import DataError
-
-  try:
-    if benchmark == "mmlu":
-      return mmlu.load_subject(data_dir, task.split(":", 1)[1])
-    if benchmark == "bigbench_lite":
-      return bigbench.load_task(data_dir, task)
-    return jsonl.load_jsonl(pathlib.Path(data_dir) / f"{task.split(':', 1)[1]}.jsonl", task)
-  except DataError as e:
-    raise UserError(str(e)) from e
-
-
 # -- run -----------------------------------------------------------------------------------------
 
 
 _CONFIGURED = None
 
 
-def _configured_settings():
+def configured_settings():
   """`engine.evaluate_settings` registered with gin as `evaluate` (once per process)."""
   global _CONFIGURED
   if _CONFIGURED is None:
@@ -188,7 +97,7 @@ def _settings(args: argparse.Namespace):
   """EvalSettings from gin (`evaluate.*`) with explicit flags on top."""
   explicit = {k: getattr(args, k) for k in SETTING_FLAGS if getattr(args, k, None) is not None}
   try:
-    return _configured_settings()(**explicit)
+    return configured_settings()(**explicit)
   except ValueError as e:
     raise UserError(str(e)) from e
 
@@ -213,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
   from robust_prompt.instructions.schema import InstructionError
 
   gin_utils.register_configurables()
-  _configured_settings()  # the gin name must exist before files that bind it are parsed
+  configured_settings()  # the gin name must exist before files that bind it are parsed
   gin_utils.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
   settings = _settings(args)
 
@@ -226,11 +135,7 @@ def run(args: argparse.Namespace) -> int:
     instructions = load_instructions(args.instructions or [default_instruction_dir()])
   except InstructionError as e:
     raise UserError(str(e)) from e
-  available = available_tasks(args.benchmark, args.data_dir)
-  prefix = {"mmlu": "mmlu", "bigbench_lite": "bigbench", "jsonl": "jsonl"}[args.benchmark]
-  selected = select_tasks(
-    available, args.tasks, prefix, subtask_names(args.benchmark, args.data_dir, available)
-  )
+  selected = common.select_tasks(args)
   covered = [t for t in selected if instructions_for_task(instructions, t)]
   if not covered:
     patterns = sorted({p for i in instructions for p in i.tasks})
@@ -246,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
       f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
       file=sys.stderr,
     )
-  tasks = {t: load_examples(args.benchmark, args.data_dir, t) for t in covered}
+  tasks = {t: common.load_task(args, t) for t in covered}
   try:
     chunks = engine.plan_chunks(tasks, instructions, settings.max_examples)
   except (InstructionError, engine.NoWorkError) as e:
@@ -269,10 +174,15 @@ def run(args: argparse.Namespace) -> int:
     prompt_digest=prompt_digest,
     extra={"benchmark": args.benchmark},
   )
-  from robust_prompt.model.t5 import T5
+  from robust_prompt.model import prompted
 
   evaluator = engine.Evaluator(
-    T5(loaded.config), loaded.params, loaded.vocab, settings, mesh=mesh, prompt=prompt
+    prompted.for_config(loaded.config),
+    loaded.params,
+    loaded.vocab,
+    settings,
+    mesh=mesh,
+    prompt=prompt,
   )
   try:
     result = engine.evaluate(

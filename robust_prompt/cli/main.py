@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
   "train": "Train a soft prompt with paraphrase-alignment losses (model frozen).",
   "report": "Build summary.json and report.md/html from a per-instruction CSV.",
   "tasks": "List registered tasks, instruction counts per split and example counts.",
+  "instructions": "Build observed instruction sets from FLAN/P3/NIV2/Alpaca; import, list, check.",
   "demo": "Run the offline demo: measure brittleness, train a prompt, measure again.",
   "convert": "Convert a Hugging Face or T5X checkpoint into our orbax format.",
   "aot": "Compile train/eval steps ahead of time for a mesh of fake devices; report memory.",

@@ -3,7 +3,8 @@
 For accuracies produced elsewhere (another toolkit, a paper's table, an earlier eval):
 
   robust-prompt report --per_instruction per_instruction.csv --output_dir out/ \\
-      [--instructions tasks/instructions] [--results results.jsonl]
+      [--instructions tasks/instructions] [--results results.jsonl] \\
+      [--macro unweighted|weighted] [--on_duplicate error|first|mean]
 
 The CSV has the columns model,task,instruction_id,split,source,n_examples,accuracy (source and
 n_examples optional; accuracy a fraction in [0, 1]). Several models give one report section each.
@@ -54,6 +55,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
   parser.add_argument(
     "--k_worst", type=positive_int, default=5, help="worst instructions listed (default 5)"
+  )
+  parser.add_argument(
+    "--macro",
+    choices=("unweighted", "weighted"),
+    default="unweighted",
+    help="macro averages over tasks: unweighted (default: every task counts the same) or "
+    "weighted by each task's number of examples (needs n_examples in the CSV)",
+  )
+  parser.add_argument(
+    "--on_duplicate",
+    choices=("error", "first", "mean"),
+    default="error",
+    help="a (model, task, instruction_id) on several CSV lines: error (default), keep the first, "
+    "or average the repeats' accuracies",
   )
   parser.add_argument("--title", default="Instruction-robustness report", help="report title")
 
@@ -130,7 +145,11 @@ def run(args: argparse.Namespace) -> int:
   if not csv_path.is_file():
     raise UserError(f"--per_instruction: {csv_path} does not exist or is not a file")
   try:
-    rows = tables.read_per_instruction_csv(csv_path)
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      rows = tables.read_per_instruction_csv(csv_path, on_duplicate=args.on_duplicate)
+    for w in caught:
+      print(f"robust-prompt report: warning: {w.message}", file=sys.stderr)
   except tables.TableError as e:
     raise UserError(str(e)) from e
   texts = _instruction_texts(args.instructions)
@@ -138,13 +157,17 @@ def run(args: argparse.Namespace) -> int:
   if args.results:
     tabs = _merge_results(tabs, args.results)
   per_instruction = tables.per_instruction_rows(tabs)
-  summaries = summary.summarize(
-    tabs,
-    instruction_texts=texts,
-    k_worst=args.k_worst,
-    n_resamples=args.n_resamples,
-    seed=args.seed,
-  )
+  try:
+    summaries = summary.summarize(
+      tabs,
+      instruction_texts=texts,
+      k_worst=args.k_worst,
+      n_resamples=args.n_resamples,
+      seed=args.seed,
+      macro=args.macro,
+    )
+  except ValueError as e:  # --macro weighted without task sizes
+    raise UserError(f"--macro {args.macro}: {e}") from e
   summary.write_summary(output_dir / "summary.json", summaries)
   out_csv = output_dir / "per_instruction.csv"
   if not (out_csv.exists() and out_csv.samefile(csv_path)):
@@ -160,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
     gap = "n/a" if g["value"] is None else f"{100 * g['value']:+.1f} pp"
     if ci:
       gap += f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}] ({g['ci_method']})"
-    print(f"{model}: {s['macro']['n_tasks']} tasks; macro gap {gap}")
+    print(
+      f"{model}: {s['macro']['n_tasks']} tasks; macro gap {gap}; macro over tasks: {args.macro}"
+    )
   print(f"wrote {', '.join(OUTPUT_FILES)} and plots/ to {output_dir}")
   return 0

@@ -4,24 +4,18 @@ Input: JSON lines `{"inputs": str, "targets": [str, ...], ...}`. Output: the sam
 same order, with `"scores"` (per target: the sum of log-probabilities of its tokens, EOS included,
 as Hugging Face `labels` count it) and `"num_tokens"` (per target: how many tokens were scored).
 
-Every input is encoded once and all its targets are scored against that encoder output: with `O`
-targets an input costs one encoder pass instead of `O`. Batches use a few static (bucketed) shapes
-so that jit compiles a handful of times, and are split over the mesh's `data` axis.
+Every input runs once and all its targets are scored against it (`eval/scorer.py`).
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import json
 import os
 import pathlib
 import sys
-from collections.abc import Sequence
 from typing import Any
-
-import numpy as np
 
 from robust_prompt.cli import common, gin_utils
 from robust_prompt.cli.gin_utils import UserError
@@ -122,162 +116,6 @@ def _check_record(record: Any) -> str | None:
   return None
 
 
-class Scorer:
-  """Scores targets against inputs with a loaded model, in bucketed, mesh-sharded batches.
-
-  Args:
-    loaded: the model (`load_model`'s result; params already placed on `mesh`).
-    mesh: the device mesh, or None for the default device.
-    prompt: [P, H] optional soft prompt prepended to every input's embeddings.
-    batch_size: inputs per batch (rounded up to a multiple of the mesh's data axis).
-  """
-
-  def __init__(self, loaded, *, mesh=None, prompt: np.ndarray | None = None, batch_size: int = 32):
-    import jax
-
-    from robust_prompt.model.t5 import T5
-
-    self.loaded = loaded
-    self.mesh = mesh
-    self.data_size = common.data_axis_size(mesh)
-    self.batch_size = -(-batch_size // self.data_size) * self.data_size
-    self.model = T5(loaded.config)
-    # Without a mesh the loader returns numpy arrays: put them on the device once, not per call.
-    self.params = loaded.params if mesh is not None else jax.device_put(loaded.params)
-    self.prompt = None if prompt is None else self._put(np.asarray(prompt, np.float32), False)
-    self._fn = jax.jit(self._score_pairs)
-
-  def _score_pairs(
-    self, params, prompt, input_ids, input_mask, group_index, target_ids, target_mask
-  ):
-    """Encodes [B, T] inputs once, then scores the [R, S] targets; returns ([R], [R])."""
-    from robust_prompt.model import scoring
-    from robust_prompt.model.t5 import T5
-
-    variables = {"params": params}
-    if prompt is None:
-      encoded = self.model.apply(variables, input_ids, input_mask, method=T5.encode)
-      encoder_mask = input_mask
-    else:
-      from robust_prompt.train.prompt import prepend_prompt
-
-      embeds = self.model.apply(variables, input_ids, method=T5.embed)
-      embeds, encoder_mask = prepend_prompt(prompt, embeds, input_mask)
-      encoded = self.model.apply(variables, embeds, encoder_mask, method=T5.encode_embeds)
-    # Each (input, target) pair reads its input's encoder output: the encoder ran once per input,
-    # and `encoder_index` makes cross-attention project its keys/values once per input as well.
-    return scoring.score_with_encoded(
-      self.model,
-      params,
-      encoded,
-      encoder_mask,
-      target_ids,
-      target_mask,
-      encoder_index=group_index,
-    )
-
-  def _put(self, array: np.ndarray, batched: bool = True):
-    import jax
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    if self.mesh is None:
-      return jax.device_put(array)
-    spec = PartitionSpec("data") if batched else PartitionSpec()
-    return jax.device_put(array, NamedSharding(self.mesh, spec))
-
-  def score(
-    self,
-    input_ids: Sequence[Sequence[int]],
-    target_ids: Sequence[Sequence[Sequence[int]]],
-    *,
-    max_input_length: int | None = None,
-    max_target_length: int | None = None,
-    progress: bool = True,
-  ) -> list[tuple[list[float], list[int]]]:
-    """Scores every target of every input.
-
-    Args:
-      input_ids: per example, its input tokens (EOS included; at most `max_input_length`).
-      target_ids: per example, a non-empty list of target token lists (EOS included).
-      max_input_length / max_target_length: caps of the length buckets.
-      progress: show a tqdm bar (examples/s).
-
-    Returns:
-      Per example, in input order: (sum log-prob per target, number of tokens per target).
-    """
-    import jax
-    from tqdm import tqdm
-
-    from robust_prompt import batching
-
-    n = len(input_ids)
-    # The usual number of targets: batches of such inputs fill exactly one pair-count bucket.
-    usual = collections.Counter(len(t) for t in target_ids).most_common(1)[0][0]
-    # Within a length bucket, inputs with similar longest targets go together: the decoder pads
-    # every target of a batch to its longest, and the decoder (logits over V) dominates the cost.
-    plan = batching.plan_batches(
-      [len(x) for x in input_ids],
-      self.batch_size,
-      max_len=max_input_length,
-      secondary=[max(len(t) for t in targets) for targets in target_ids],
-    )
-    results: list[Any] = [None] * n
-    pad_id = self.loaded.config.pad_token_id
-    with tqdm(total=n, unit="ex", desc="score", disable=not progress, file=sys.stderr) as bar:
-      for batch in plan:
-        ids, mask = batching.pad_batch(
-          [input_ids[i] for i in batch.indices], batch.length, pad_id=pad_id, batch_size=batch.size
-        )
-        pairs = batching.pack_ragged(
-          [target_ids[i] for i in batch.indices],
-          max_len=max_target_length,
-          pad_id=pad_id,
-          minimum_pairs=batch.size * usual,
-          pairs_multiple=self.data_size,
-        )
-        sums, counts = self._fn(
-          self.params,
-          self.prompt,
-          self._put(ids),
-          self._put(mask),
-          self._put(pairs.group_index),
-          self._put(pairs.ids),
-          self._put(pairs.mask),
-        )
-        # Fetching before the next dispatch keeps one step in flight: queueing many sharded steps
-        # can deadlock XLA's CPU collectives, and the host work per batch is small anyway.
-        sums, counts = jax.device_get((sums, counts))
-        per_group_sums = pairs.split(np.asarray(sums, np.float64), batch.num_real)
-        per_group_counts = pairs.split(np.asarray(counts), batch.num_real)
-        for row, index in enumerate(batch.indices):
-          results[index] = (
-            [float(s) for s in per_group_sums[row]],
-            [int(c) for c in per_group_counts[row]],
-          )
-        bar.update(batch.num_real)
-    return results
-
-  def mesh_context(self):
-    """The context the model runs under: the mesh and the logical-axis rules (if any mesh)."""
-    import contextlib
-
-    from robust_prompt import partitioning
-
-    if self.mesh is None:
-      return contextlib.nullcontext()
-    return partitioning.mesh_context(self.mesh)
-
-
-def _tokenize(vocab, texts: Sequence[str], max_len: int) -> tuple[list[list[int]], int]:
-  """`vocab.encode(text) + [EOS]`, truncated to `max_len` keeping EOS; returns (ids, #truncated)."""
-  from robust_prompt import batching
-  from robust_prompt import vocab as vocab_lib
-
-  full = vocab_lib.encode_inputs(vocab, texts)
-  cut = [batching.truncate(ids, max_len) for ids in full]
-  return cut, sum(len(a) != len(b) for a, b in zip(full, cut))
-
-
 def _check_output(path: pathlib.Path, input_path: pathlib.Path) -> None:
   if path.exists() and path.resolve() == input_path.resolve():
     raise UserError(f"--output {path} is the input file; write the scores elsewhere")
@@ -313,19 +151,23 @@ def run(args: argparse.Namespace) -> int:
   if args.prompt:
     prompt = common.load_prompt(args.prompt, loaded.config.d_model)
 
-  input_ids, cut_inputs = _tokenize(
-    loaded.vocab, [r.inputs for r in requests], args.max_input_length
+  from robust_prompt.eval.scorer import Scorer
+  from robust_prompt.model import prompted
+
+  model = prompted.for_config(loaded.config)
+  scorer = Scorer(
+    model, loaded.params, loaded.vocab, mesh=mesh, prompt=prompt, batch_size=args.batch_size
   )
-  flat_targets = [t for r in requests for t in r.targets]
-  flat_ids, cut_targets = _tokenize(loaded.vocab, flat_targets, args.max_target_length)
-  target_ids, start = [], 0
-  for r in requests:
-    target_ids.append(flat_ids[start : start + len(r.targets)])
-    start += len(r.targets)
+  input_ids, target_ids, cut_inputs, cut_targets = scorer.tokenize(
+    [r.inputs for r in requests],
+    [list(r.targets) for r in requests],
+    args.max_input_length,
+    args.max_target_length,
+  )
   if cut_inputs:
     print(
       f"warning: {cut_inputs} input(s) longer than --max_input_length={args.max_input_length} "
-      "tokens were truncated (EOS kept)",
+      "tokens were truncated",
       file=sys.stderr,
     )
   if cut_targets:
@@ -334,16 +176,13 @@ def run(args: argparse.Namespace) -> int:
       "tokens were truncated: their scores cover only the kept tokens",
       file=sys.stderr,
     )
-
-  scorer = Scorer(loaded, mesh=mesh, prompt=prompt, batch_size=args.batch_size)
-  with scorer.mesh_context():
-    results = scorer.score(
-      input_ids,
-      target_ids,
-      max_input_length=args.max_input_length,
-      max_target_length=args.max_target_length,
-      progress=not args.no_progress,
-    )
+  results = scorer.score(
+    input_ids,
+    target_ids,
+    max_input_length=args.max_input_length,
+    max_target_length=args.max_target_length,
+    progress=not args.no_progress,
+  )
 
   lines = []
   for request, (scores, num_tokens) in zip(requests, results):

@@ -32,9 +32,6 @@ USES_GIN = True
 DEFAULT_GIN_FILE = "runs/train_soft_prompt.gin"
 TRAIN_INSTRUCTIONS_FILE = "train_instructions.jsonl"
 
-BENCHMARKS = common.BENCHMARKS
-_PREFIX = {"mmlu": "mmlu", "bigbench_lite": "bigbench", "jsonl": "jsonl"}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   common.add_benchmark_arguments(parser)
@@ -73,18 +70,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # -- gin -----------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class PromptSettings:
-  """The soft prompt's length and initializer (gin: `prompt.*`)."""
-
-  length: int = 100
-  init: str = "from_vocab"
-  scale: float = 0.5
-  num_vocab_ids: int | None = 5000
-  text: str | None = None
-  path: str | None = None
-
-
 _CONFIGURABLES: dict | None = None
 
 
@@ -94,6 +79,7 @@ def configurables() -> dict:
   if _CONFIGURABLES is None:
     import gin
 
+    from robust_prompt.model import soft_prompt
     from robust_prompt.train import grouping, loop, objective, state
 
     not_from_gin = [
@@ -118,7 +104,7 @@ def configurables() -> dict:
       ),
       "losses": gin.external_configurable(objective.LossConfig, name="losses"),
       "optimizer": gin.external_configurable(state.build_optimizer, name="optimizer"),
-      "prompt": gin.external_configurable(PromptSettings, name="prompt"),
+      "prompt": gin.external_configurable(soft_prompt.PromptSettings, name="prompt"),
     }
   return _CONFIGURABLES
 
@@ -159,39 +145,23 @@ def _load_pool(paths, what: str):
     raise UserError(f"{what}: {e}") from e
 
 
-def _initializer(settings: PromptSettings, args, loaded):
-  """`(initializer, P)`: a saved prompt (--prompt or prompt.path) decides P itself."""
+def _initializer(settings, args, loaded):
+  """`(initializer, P)` from gin's `prompt.*`; `--prompt PATH` starts from a trained prompt."""
   import jax
   import numpy as np
 
-  from robust_prompt.train import prompt as prompt_lib
+  from robust_prompt.model import soft_prompt
 
-  init, path, length = settings.init, settings.path, settings.length
-  if args.prompt:  # --prompt PATH: start from a trained prompt.
-    init, path = "from_npy", args.prompt
-  if init == "from_npy":
-    if not path:
-      raise UserError("prompt.init = 'from_npy' needs a file: pass --prompt PATH")
-    # Checks the file (UserError: missing, not [P, d_model], NaN) and takes its length.
-    length = common.load_prompt(path, loaded.config.d_model).shape[0]
+  if args.prompt:
+    settings = dataclasses.replace(settings, init="from_npy", path=args.prompt)
+  if settings.init == "from_npy" and settings.path:
+    common.load_prompt(settings.path, loaded.config.d_model)  # a clear error for a bad file
   embedding = None
-  if init in ("from_vocab", "from_text"):
+  if settings.init in ("from_vocab", "from_text"):
     embedding = np.asarray(jax.device_get(loaded.params["token_embedder"]["embedding"]))
-  token_ids = loaded.vocab.encode(settings.text) if settings.text else None
-  num_ids = settings.num_vocab_ids
-  if num_ids is not None and embedding is not None:
-    num_ids = min(num_ids, embedding.shape[0])
   try:
-    init_fn = prompt_lib.initializer_by_name(
-      init,
-      embedding=embedding,
-      token_ids=token_ids,
-      scale=settings.scale,
-      num_ids=num_ids,
-      path=path,
-    )
-    return init_fn, length
-  except ValueError as e:
+    return soft_prompt.make_initializer(settings, embedding, loaded.vocab.encode)
+  except (ValueError, FileNotFoundError) as e:
     raise UserError(f"prompt: {e}") from e
 
 
@@ -199,9 +169,8 @@ def run(args: argparse.Namespace) -> int:
   import gin
 
   from robust_prompt import io_utils
-  from robust_prompt.cli import eval as eval_cli
   from robust_prompt.instructions.schema import InstructionError
-  from robust_prompt.model.t5 import T5
+  from robust_prompt.model import prompted
   from robust_prompt.train import checkpointing, grouping
 
   gin_utils.register_configurables()
@@ -231,8 +200,7 @@ def run(args: argparse.Namespace) -> int:
       grouping.check_disjoint(pool, heldout)
     except grouping.OverlapError as e:
       raise UserError(str(e)) from e
-  available = eval_cli.available_tasks(args.benchmark, args.data_dir)
-  selected = eval_cli.select_tasks(available, args.tasks, _PREFIX[args.benchmark])
+  selected = common.select_tasks(args)
   covered = [t for t in selected if any(i.applies_to(t) for i in pool)]
   if not covered:
     patterns = sorted({p for i in pool for p in i.tasks})
@@ -242,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     )
   examples = []
   for task in covered:
-    task_examples = eval_cli.load_examples(args.benchmark, args.data_dir, task)
+    task_examples = common.load_task(args, task)
     examples.extend(task_examples[: args.max_examples] if args.max_examples else task_examples)
 
   # Provenance: the exact training pool, so that evaluations can check they hold it out.
@@ -283,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
   try:
     result = _call(
       "train",
-      model=T5(loaded.config),
+      model=prompted.for_config(loaded.config),
       frozen_params=loaded.params,
       data=data,
       model_dir=str(model_dir),

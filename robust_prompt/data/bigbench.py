@@ -27,6 +27,7 @@ import pathlib
 from collections.abc import Mapping
 from typing import Any
 
+from robust_prompt import text_files
 from robust_prompt.data.example import DataError, Example
 
 # The multiple-choice tasks of BIG-bench Lite (BBL24 without its generative tasks).
@@ -85,10 +86,14 @@ def list_tasks(bigbench_dir: str | os.PathLike) -> list[str]:
 
 
 def read_task_json(path: str | os.PathLike) -> dict:
+  """The JSON object of a task.json file.
+
+  Raises:
+    DataError: `file:line: ...` when it is not UTF-8 or not valid JSON, or not an object.
+  """
   path = pathlib.Path(path)
   try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
+    data = json.loads(text_files.read_text(path, error=DataError))
   except json.JSONDecodeError as e:
     raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
   if not isinstance(data, dict):
@@ -150,6 +155,13 @@ def _example(path, index: int, raw: Any, name: str, fmt: dict, subtask: str | No
     if bad:
       raise DataError(f"{where}: target_scores of {bad[:3]} are not numbers")
     options = tuple(scores)
+    if len(options) < 2:
+      # Rank classification over one option always "predicts" the answer: the example would
+      # count as correct under every instruction and inflate accuracy, so refuse it.
+      raise DataError(
+        f"{where} of task {name}: 'target_scores' has a single option ({options[0]!r}); a "
+        "multiple-choice example needs at least 2 (fix or remove the example)"
+      )
     best = max(scores.values())
     correct = tuple(i for i, o in enumerate(options) if scores[o] == best)
     answer = correct[0]

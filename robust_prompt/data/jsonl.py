@@ -12,11 +12,13 @@ Every other top-level string value becomes a field that instruction templates ca
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
 from typing import Any
 
+from robust_prompt import text_files
 from robust_prompt.data.example import DataError, Example
 
 RESERVED = ("id", "options", "answer", "target", "targets", "metadata")
@@ -113,7 +115,8 @@ def load_jsonl(path: str | os.PathLike, task: str | None = None) -> list[Example
   """Reads a task file. The task name defaults to `jsonl:<file stem>`.
 
   Raises:
-    DataError: `file:line: ...` for bad JSON, a bad field, or a duplicate id.
+    DataError: `file:line: ...` for a file that is not UTF-8, bad JSON, a bad field, or a
+      duplicate id.
   """
   path = pathlib.Path(path)
   if not path.is_file():
@@ -121,21 +124,22 @@ def load_jsonl(path: str | os.PathLike, task: str | None = None) -> list[Example
   task = task or task_name(path)
   examples: list[Example] = []
   seen: dict[str, int] = {}
-  with open(path, encoding="utf-8") as f:
-    for number, raw in enumerate(f, start=1):
-      text = raw.strip()
-      if not text or text.startswith("#"):
-        continue
-      where = f"{path}:{number}"
-      try:
-        obj = json.loads(text)
-      except json.JSONDecodeError as e:
-        raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-      example = parse_line(obj, task=task, index=len(examples), file=str(path), line=number)
-      if example.id in seen:
-        raise DataError(f"{where}: duplicate id {example.id!r} (first on line {seen[example.id]})")
-      seen[example.id] = number
-      examples.append(example)
+  # Universal newlines, as `open` in text mode would split the lines.
+  lines = io.StringIO(text_files.read_text(path, error=DataError), newline=None)
+  for number, raw in enumerate(lines, start=1):
+    text = raw.strip()
+    if not text or text.startswith("#"):
+      continue
+    where = f"{path}:{number}"
+    try:
+      obj = json.loads(text)
+    except json.JSONDecodeError as e:
+      raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+    example = parse_line(obj, task=task, index=len(examples), file=str(path), line=number)
+    if example.id in seen:
+      raise DataError(f"{where}: duplicate id {example.id!r} (first on line {seen[example.id]})")
+    seen[example.id] = number
+    examples.append(example)
   if not examples:
     raise DataError(f"{path}: no examples (the file is empty)")
   return examples

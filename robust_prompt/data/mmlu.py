@@ -9,10 +9,12 @@ Task names are `mmlu:<subject>`; fields are `question` and `subject` (human read
 from __future__ import annotations
 
 import csv
+import io
 import os
 import pathlib
 from collections.abc import Iterable, Sequence
 
+from robust_prompt import text_files
 from robust_prompt.data.example import DataError, Example
 
 SUBJECTS: tuple[str, ...] = (
@@ -87,38 +89,46 @@ def load_csv(path: str | os.PathLike, subject: str | None = None) -> list[Exampl
     subject: defaults to the file name without its `_<split>.csv` suffix.
 
   Raises:
-    DataError: `file:line: ...` for a row with the wrong number of columns or a bad answer.
+    DataError: `file:line: ...` for a file that is not UTF-8, a row with the wrong number of
+      columns or a bad answer; `file: ...` for a file without any question row (an empty CSV
+      would otherwise look like a task that no instruction could be scored on).
   """
   path = pathlib.Path(path)
   if subject is None:
     subject = path.stem.rsplit("_", 1)[0] if "_" in path.stem else path.stem
   out: list[Example] = []
-  with open(path, newline="", encoding="utf-8") as f:
-    reader = csv.reader(f)
-    start = 1
-    while True:
-      try:
-        row = next(reader)
-      except StopIteration:
-        break
-      except csv.Error as e:
-        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
-      line, start = start, reader.line_num + 1  # a quoted field may span several lines
-      if not row or (len(row) == 1 and not row[0].strip()):
-        continue
-      if len(row) != 6:
-        raise DataError(
-          f"{path}:{line}: expected 6 columns (question, A, B, C, D, answer letter), got "
-          f"{len(row)}; quote fields that contain commas or newlines"
-        )
-      letter = row[5].strip().upper()
-      if len(letter) != 1 or letter not in LETTERS:
-        raise DataError(f"{path}:{line}: answer must be one of A, B, C, D, got {row[5]!r}")
-      out.append(
-        _example(
-          subject, len(out), row[0], row[1:5], LETTERS.index(letter), file=str(path), line=line
-        )
+  text = text_files.read_text(path, error=DataError)
+  reader = csv.reader(io.StringIO(text, newline=""))
+  start = 1
+  while True:
+    try:
+      row = next(reader)
+    except StopIteration:
+      break
+    except csv.Error as e:
+      raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+    line, start = start, reader.line_num + 1  # a quoted field may span several lines
+    if not row or (len(row) == 1 and not row[0].strip()):
+      continue
+    if len(row) != 6:
+      raise DataError(
+        f"{path}:{line}: expected 6 columns (question, A, B, C, D, answer letter), got "
+        f"{len(row)}; quote fields that contain commas or newlines"
       )
+    letter = row[5].strip().upper()
+    if len(letter) != 1 or letter not in LETTERS:
+      raise DataError(f"{path}:{line}: answer must be one of A, B, C, D, got {row[5]!r}")
+    out.append(
+      _example(
+        subject, len(out), row[0], row[1:5], LETTERS.index(letter), file=str(path), line=line
+      )
+    )
+  if not out:
+    raise DataError(
+      f"{path}: the MMLU CSV of mmlu:{subject} is empty (no question rows; "
+      f"{'0 bytes' if not text else 'blank lines only'}); a truncated download or unpack? "
+      f"{SOURCE_HINT}"
+    )
   return out
 
 

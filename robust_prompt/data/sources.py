@@ -14,9 +14,12 @@ A benchmark's own folder may also be passed directly as the data directory.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import fnmatch
 import functools
 import os
 import pathlib
+from collections.abc import Sequence
 
 from robust_prompt.data import bigbench, jsonl, mmlu
 from robust_prompt.data.example import DataError, Example
@@ -189,3 +192,63 @@ def load_benchmark(
     for info in list_tasks(benchmark, data_dir)
     if info.available
   }
+
+
+def task_prefix(benchmark: str) -> str:
+  """The prefix of the benchmark's task names (`mmlu`, `bigbench` or `jsonl`)."""
+  check_benchmark(benchmark)
+  return "bigbench" if benchmark.startswith("bigbench") else benchmark
+
+
+def subtask_names(benchmark: str, data_dir: str | os.PathLike | None, tasks: Sequence[str]):
+  """`bigbench:<task>:<subtask>` names of `tasks` (selectable one by one, never by default)."""
+  if task_prefix(benchmark) != "bigbench":
+    return []
+  where = pathlib.Path(benchmark_dir(benchmark, data_dir))
+  names = []
+  for task in tasks:
+    name, sub = bigbench.parse_name(task)
+    if sub is None:
+      names.extend(f"{task}:{s}" for s in bigbench.subtasks(bigbench.task_dir(where, name)))
+  return names
+
+
+def select_tasks(
+  benchmark: str, data_dir: str | os.PathLike | None = None, patterns: Sequence[str] | None = None
+) -> list[str]:
+  """The tasks that names / globs select (with or without the `<prefix>:`); all by default.
+
+  BIG-bench subtasks (`bigbench:logical_deduction:five_objects`) are selected only when a
+  pattern names them: a glob over tasks must not select both a task and its subtasks.
+
+  Raises:
+    DataError: no task data, or a pattern matches no task (with close matches).
+  """
+  available = [i.name for i in list_tasks(benchmark, data_dir) if i.available]
+  if not available:
+    raise DataError(f"{benchmark_dir(benchmark, data_dir)}: holds no {benchmark} tasks")
+  if not patterns:
+    return available
+  prefix = task_prefix(benchmark)
+  extra = subtask_names(benchmark, data_dir, available)
+  everything = available + [t for t in extra if t not in available]
+  chosen: list[str] = []
+  for pattern in patterns:
+    candidates = [pattern] if pattern.startswith(prefix + ":") else [pattern, f"{prefix}:{pattern}"]
+    hits = [t for t in available if any(fnmatch.fnmatchcase(t, c) for c in candidates)]
+    if not hits:  # subtasks only when named
+      hits = [t for t in everything if any(fnmatch.fnmatchcase(t, c) for c in candidates)]
+    if not hits:
+      close = difflib.get_close_matches(pattern, everything, n=5, cutoff=0.5)
+      close += [
+        t
+        for t in difflib.get_close_matches(f"{prefix}:{pattern}", everything, n=5)
+        if t not in close
+      ]
+      hint = f" Did you mean: {', '.join(close[:5])}?" if close else ""
+      raise DataError(
+        f"--tasks: unknown task {pattern!r} ({len(available)} tasks available, e.g. "
+        f"{', '.join(available[:3])}).{hint}"
+      )
+    chosen.extend(t for t in hits if t not in chosen)
+  return chosen

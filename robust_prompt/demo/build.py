@@ -26,7 +26,7 @@ from robust_prompt.checkpoints import orbax_io
 from robust_prompt.demo import assets, reproduce, suite, tuning
 from robust_prompt.demo.instructions import SETS, demo_instructions
 from robust_prompt.eval import engine
-from robust_prompt.model.t5 import T5
+from robust_prompt.model import prompted
 
 PREFIX_STEPS = 5  # the reproducibility test re-runs this many steps and compares the digest
 ACCURACY_EXAMPLES = 40  # per task, from the "eval" stream (the demo's own evaluation set)
@@ -41,7 +41,7 @@ def accuracy_by_set(
     `{set: {task: accuracy, ..., "mean": macro over tasks}}` for `SETS`.
   """
   settings = engine.EvalSettings(batch_size=64, max_input_length=96, max_target_length=8)
-  evaluator = engine.Evaluator(T5(model_config), params, vocab, settings)
+  evaluator = engine.Evaluator(prompted.for_config(model_config), params, vocab, settings)
   tasks = {
     suite.task_name(t): suite.lines_to_examples(t, suite.generate_lines(t, num_examples, seed))
     for t in suite.TASKS

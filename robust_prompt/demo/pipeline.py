@@ -33,9 +33,9 @@ from robust_prompt.data import jsonl
 from robust_prompt.demo import assets, instructions, suite
 from robust_prompt.eval import engine, report, summary, tables
 from robust_prompt.instructions.io import load_instructions
-from robust_prompt.model.t5 import T5
+from robust_prompt.model import prompted
+from robust_prompt.model import soft_prompt as prompt_lib
 from robust_prompt.train import grouping, loop, objective, state
-from robust_prompt.train import prompt as prompt_lib
 
 BEFORE_LABEL = "before: demo model"
 AFTER_LABEL = "after: + soft prompt (CE + alignment)"
@@ -144,7 +144,12 @@ def _evaluate(
     max_target_length=MAX_TARGET_LENGTH,
   )
   evaluator = engine.Evaluator(
-    T5(loaded.config), loaded.params, loaded.vocab, eval_settings, mesh=mesh, prompt=prompt
+    prompted.for_config(loaded.config),
+    loaded.params,
+    loaded.vocab,
+    eval_settings,
+    mesh=mesh,
+    prompt=prompt,
   )
   digest = None
   if prompt is not None:
@@ -188,7 +193,7 @@ def _train_prompt(
   tx, schedule = state.build_optimizer("adafactor", settings.learning_rate)
   embedding = np.asarray(loaded.params["token_embedder"]["embedding"])
   result = loop.train(
-    model=T5(loaded.config),
+    model=prompted.for_config(loaded.config),
     frozen_params=loaded.params,
     data=data,
     model_dir=str(model_dir),

@@ -5,10 +5,12 @@ given, instructions in collection order, examples in loader order). Each chunk i
 tokenized; pooled rows are sorted by input length and cut into batches of a few static shapes
 (`batching`), so that `jax.jit` compiles a handful of times for the whole run, not per batch:
 
-* multiple-choice rows go through `rank.make_option_scorer` (`[B, T]` inputs, `[B, O, S]`
-  options; `T`, `O` and `S` are bucketed, `B` is fixed and filled with dummy rows);
-* generative rows (no options) are decoded greedily (`generate.greedy_decode`) and scored by
+* multiple-choice rows go through `PromptedModel.option_log_probs` (`[B, T]` inputs,
+  `[B, O, S]` options; `T`, `O` and `S` are bucketed, `B` is fixed and filled with dummy rows);
+* generative rows (no options) are decoded greedily (`PromptedModel.greedy`) and scored by
   normalised exact match against any reference.
+
+Both run through `eval_step`, the one jitted eval step (which `aot` also lowers).
 
 Consecutive chunks of a task are pooled (`plan_pools`, about `pool_rows` rows) and batched
 together, so that batches hold inputs of similar length across instructions. A pool's rows are
@@ -25,6 +27,7 @@ follows JAX's SPMD model but has only been run on one host (with 8 CPU devices).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
@@ -33,14 +36,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from robust_prompt import batching, io_utils
-from robust_prompt import vocab as vocab_lib
+from robust_prompt import batching, io_utils, multihost, partitioning
 from robust_prompt.data.example import Example
 from robust_prompt.eval import generate, rank, resume
 from robust_prompt.instructions.io import instructions_for_task
 from robust_prompt.instructions.render import Rendered, render
 from robust_prompt.instructions.schema import Instruction
-from robust_prompt.model.t5 import T5
+from robust_prompt.model import prompted
+from robust_prompt.model.prompted import PromptedModel
 
 # Smallest buckets (powers of two above them): option counts 2, 4, 8, ...; option lengths
 # 2, 4, 8, ... (a letter + EOS is 2 tokens).
@@ -207,71 +210,96 @@ def fingerprint(
   }
 
 
+@functools.lru_cache(maxsize=64)
+def eval_step(model: PromptedModel, kind: str, option: str | int, out_shardings=None) -> Callable:
+  """THE jitted eval step (the engine runs it, `aot` lowers it): `(params, prompt, batch) -> out`.
+
+  Args:
+    model: the prompted model (static: frozen, hashed by its config).
+    kind: "options" (`option` = score mode; out `[B, O]` scores) or "generate" (`option` =
+      greedy steps K; out `[B, K]` tokens).
+    out_shardings: e.g. replicated on the mesh, so that every process reads all results.
+
+  Compiles once per distinct batch shape (and prompt presence). Parameters are arguments, so
+  evaluators of one architecture share compilations (e.g. a baseline and a soft-prompt run).
+  """
+  if kind == "options":
+    prompted.check_mode(option)
+
+    def fn(params, prompt, batch):
+      return model.option_log_probs(params, prompt, batch, mode=option)
+  elif kind == "generate":
+
+    def fn(params, prompt, batch):
+      return model.greedy(params, prompt, batch, option)
+  else:
+    raise ValueError(f"unknown eval step kind {kind!r}")
+  return jax.jit(fn, out_shardings=out_shardings)
+
+
 class Evaluator:
   """Scores chunks with jitted, bucketed, sharded steps.
 
   Args:
-    model: the T5 module; params: its parameter tree (placed on `mesh` when given).
+    model: the prompted model (`prompted.for_config(loaded.config)`).
+    params: its parameter tree (placed on `mesh`, or host arrays: placed once here).
     vocab: the model's vocabulary.
     settings: see `EvalSettings`.
     mesh: a `Mesh(data, model)` or None (default device).
     prompt: optional soft prompt `[P, H]`.
   """
 
-  def __init__(self, model: T5, params, vocab, settings: EvalSettings, *, mesh=None, prompt=None):
+  def __init__(
+    self, model: PromptedModel, params, vocab, settings: EvalSettings, *, mesh=None, prompt=None
+  ):
     self.model = model
     self.vocab = vocab
     self.settings = settings
     self.mesh = mesh
     data = int(dict(mesh.shape).get("data", 1)) if mesh is not None else 1
+    self.data_size = data
     self.batch_size = -(-settings.batch_size // data) * data
+    replicated = None
     if mesh is not None:
       from jax.sharding import NamedSharding, PartitionSpec
 
-      self._batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
-      self._replicated = NamedSharding(mesh, PartitionSpec())
-    else:
-      self._batch_sharding = self._replicated = None
+      replicated = NamedSharding(mesh, PartitionSpec())
     # Host (numpy) parameters are put on the devices once, here: passed to every step as numpy,
     # they would be copied in again per batch (~240 MB for T5-small, a sixth of a step on CPU).
-    self.params = jax.tree.map(
-      lambda x: x if isinstance(x, jax.Array) else self._place(np.asarray(x), False), params
+    self.params = multihost.place_replicated(params, mesh)
+    self.prompt = (
+      None if prompt is None else multihost.place_replicated(np.asarray(prompt, np.float32), mesh)
     )
-    self.prompt = None if prompt is None else self._place(np.asarray(prompt, np.float32), False)
-    self.score_fn = rank.make_option_scorer(
-      model, settings.score_mode, out_shardings=self._replicated
-    )
-    self.decode_fn = generate.make_generator(
-      model, settings.max_decode_length, out_shardings=self._replicated
-    )
+    self.score_fn = eval_step(model, "options", settings.score_mode, replicated)
+    self.decode_fn = eval_step(model, "generate", settings.max_decode_length, replicated)
     # (kind, *shape) of every step run: the compilations to expect (see tests).
     self.shapes: set[tuple] = set()
 
-  # -- placement ---------------------------------------------------------------------------------
-
-  def _place(self, array: np.ndarray, batched: bool = True) -> jax.Array:
-    """Puts a host array (identical on every process) onto the mesh: batch axis on `data`."""
+  def _run(self, fn, batch: dict) -> np.ndarray:
+    """Runs `fn` on a host batch under the mesh; returns host numpy (blocking: 2-core note)."""
+    batch = multihost.place_batch(batch, self.mesh)
     if self.mesh is None:
-      return jax.device_put(array)
-    sharding = self._batch_sharding if batched else self._replicated
-    return jax.make_array_from_callback(array.shape, sharding, lambda idx: array[idx])
-
-  def _run(self, fn, *args):
-    """Runs `fn` under the mesh and returns host numpy (blocking: see the 2-core note)."""
-    if self.mesh is None:
-      out = fn(*args)
+      out = fn(self.params, self.prompt, batch)
     else:
-      from robust_prompt import partitioning
-
       with partitioning.mesh_context(self.mesh):
-        out = fn(*args)
+        out = fn(self.params, self.prompt, batch)
     return np.asarray(jax.device_get(jax.block_until_ready(out)))
+
+  def _batch_rows(self, num_rows: int) -> int:
+    """Rows of a batch: `batch_size`, or fewer (a power of two) when there is less work.
+
+    A `--batch_size` far above the work (1024 for 16 rows) must not pad to its full size.
+    """
+    rows = _pow2_bucket(num_rows, 1)
+    rows = -(-rows // self.data_size) * self.data_size
+    return min(self.batch_size, rows)
 
   # -- chunks ------------------------------------------------------------------------------------
 
-  def _inputs(self, chunk: Chunk) -> list[list[int]]:
+  def input_ids(self, chunk: Chunk) -> list[list[int]]:
+    """The token ids of a chunk's rendered inputs (the family's tokenization, truncated)."""
     texts = [r.inputs for r in chunk.rendered]
-    return vocab_lib.encode_inputs(self.vocab, texts, self.settings.max_input_length)
+    return self.model.encode_inputs(self.vocab, texts, self.settings.max_input_length)
 
   def score_chunk(self, chunk: Chunk, model_name: str) -> list[dict]:
     """Scores one (task, instruction) chunk; returns its results rows in example order."""
@@ -291,7 +319,8 @@ class Evaluator:
     long outlier, or partly filled with dummy rows. The input length `T` is bucketed, and per
     batch the option count `O` and option length `S` (powers of two): the decoder's cost grows
     with `1 + O * (S - 1)` (a `V`-wide logit row per option position), so one long option must
-    not pad every batch. The results depend only on `chunks` (and the settings), not on what ran before.
+    not pad every batch. The results depend only on `chunks` (and the settings), not on what ran
+    before.
 
     Args:
       chunks: the chunks to pool (`plan_pools` chooses them in `evaluate`).
@@ -300,17 +329,17 @@ class Evaluator:
     """
     inputs: list[list[int]] = []
     options: list[list[list[int]]] = []
+    cap = self.settings.max_target_length
     for chunk in chunks:
-      inputs.extend(self._inputs(chunk))
+      texts = [r.inputs for r in chunk.rendered]
+      inputs.extend(self.input_ids(chunk))
       options.extend(
-        vocab_lib.encode_targets(self.vocab, r.options, self.settings.max_target_length)
-        if r.options
-        else []
-        for r in chunk.rendered
+        self.model.encode_options(self.vocab, texts, [r.options for r in chunk.rendered], cap)
       )
+    total = sum(len(c.rendered) for c in chunks)
     plans = batching.plan_batches(
       [len(x) for x in inputs],
-      self.batch_size,
+      self._batch_rows(total),
       max_len=self.settings.max_input_length,
       secondary=[max(map(len, o)) if o else 0 for o in options],
       # An evaluation runs many batches of each shape: quarter-octave buckets (<= 1/5 padding)
@@ -325,34 +354,26 @@ class Evaluator:
       if mc:
         longest = max(len(t) for i in mc for t in options[i])
         num_o = _pow2_bucket(max(len(options[i]) for i in mc), MIN_OPTIONS_BUCKET)
-        num_s = min(
-          _pow2_bucket(longest, MIN_OPTION_LENGTH_BUCKET),
-          max(self.settings.max_target_length, longest),
-        )
-        scores = self._score_options(inputs, options, mc, length, num_o, num_s)
+        num_s = min(_pow2_bucket(longest, MIN_OPTION_LENGTH_BUCKET), max(cap, longest))
+        scores = self._score_options(inputs, options, mc, plan.size, length, num_o, num_s)
         for i, row_scores in zip(mc, scores):
           outputs[i] = row_scores
       if gen:
-        for i, text in zip(gen, self._generate(inputs, gen, length)):
+        for i, text in zip(gen, self._generate(inputs, gen, plan.size, length)):
           outputs[i] = text
       if on_batch is not None:
         on_batch(plan.num_real)
     results, at = [], 0
     for chunk in chunks:
-      results.append(
-        [
-          make_row(model_name, chunk, ex, r, out)
-          for ex, r, out in zip(
-            chunk.examples, chunk.rendered, outputs[at : at + len(chunk.rendered)]
-          )
-        ]
-      )
+      rows = []
+      for ex, r, out in zip(chunk.examples, chunk.rendered, outputs[at : at + len(chunk.rendered)]):
+        rows.append(make_row(model_name, chunk, ex, r, out))
+      results.append(rows)
       at += len(chunk.rendered)
     return results
 
-  def _score_options(self, inputs, options, rows, length, num_o, num_s) -> list[np.ndarray]:
-    """Option scores `[O_i]` of `rows` (one batch) via the jitted scorer."""
-    b = self.batch_size
+  def _score_options(self, inputs, options, rows, b, length, num_o, num_s) -> list[np.ndarray]:
+    """Option scores `[O_i]` of `rows` (one batch of `b` rows) via the jitted step."""
     ids, mask = batching.pad_batch([inputs[i] for i in rows], length, batch_size=b)
     option_ids = np.zeros((b, num_o, num_s), np.int32)
     option_mask = np.zeros((b, num_o, num_s), np.int32)
@@ -361,25 +382,19 @@ class Evaluator:
         option_ids[r, o, : len(toks)] = toks
         option_mask[r, o, : len(toks)] = 1
     self.shapes.add(("options", b, length, num_o, num_s))
-    scores = self._run(
-      self.score_fn,
-      self.params,
-      self._place(ids),
-      self._place(mask),
-      self._place(option_ids),
-      self._place(option_mask),
-      self.prompt,
-    )
+    batch = dict(input_ids=ids, input_mask=mask, option_ids=option_ids, option_mask=option_mask)
+    scores = self._run(self.score_fn, batch)
     return [scores[r, : len(options[i])] for r, i in enumerate(rows)]
 
-  def _generate(self, inputs, rows, length) -> list[str]:
-    """Greedy generations (text before EOS) of `rows` (one batch)."""
-    ids, mask = batching.pad_batch([inputs[i] for i in rows], length, batch_size=self.batch_size)
-    self.shapes.add(("generate", self.batch_size, length))
-    tokens = self._run(
-      self.decode_fn, self.params, self._place(ids), self._place(mask), self.prompt
-    )
-    return [self.vocab.decode(generate.strip_after_eos(tokens[r])) for r in range(len(rows))]
+  def _generate(self, inputs, rows, b, length) -> list[str]:
+    """Greedy generations (text before EOS) of `rows` (one batch of `b` rows)."""
+    ids, mask = batching.pad_batch([inputs[i] for i in rows], length, batch_size=b)
+    self.shapes.add(("generate", b, length))
+    tokens = self._run(self.decode_fn, dict(input_ids=ids, input_mask=mask))
+    eos, pad = self.model.eos_id, self.model.pad_id
+    return [
+      self.vocab.decode(generate.strip_after_eos(tokens[r], eos, pad)) for r in range(len(rows))
+    ]
 
 
 def _pow2_bucket(n: int, minimum: int) -> int:

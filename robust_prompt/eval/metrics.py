@@ -130,7 +130,68 @@ def worst_instructions(
   return [(instruction_ids[i], float(acc[i])) for i in order[:k]]
 
 
-def macro_mean(values: Sequence[float | None]) -> float | None:
-  """Mean over tasks of a per-task statistic, skipping tasks where it is `None`."""
-  kept = [v for v in values if v is not None]
-  return float(np.mean(kept)) if kept else None
+def macro_mean(
+  values: Sequence[float | None], weights: Sequence[float] | None = None
+) -> float | None:
+  """(Weighted) mean over tasks of a per-task statistic, skipping tasks where it is `None`.
+
+  Args:
+    values: [T] per-task values (None where undefined).
+    weights: [T] task weights (e.g. numbers of examples); default equal.
+  """
+  w = [1.0] * len(values) if weights is None else list(weights)
+  if len(w) != len(values):
+    raise ValueError(f"{len(values)} values but {len(w)} weights")
+  kept = [(v, wt) for v, wt in zip(values, w) if v is not None]
+  if not kept or sum(wt for _, wt in kept) <= 0:
+    return None
+  return float(np.average([v for v, _ in kept], weights=[wt for _, wt in kept]))
+
+
+def paired_mean_se(correct: np.ndarray) -> float | None:
+  """Standard error, over examples, of the mean accuracy of a set of paired instructions.
+
+  The split mean `mean_i acc_i` is (up to missing cells) the mean over examples of
+  `cbar_e = mean_i c[i, e]`; examples are the sampled unit, so its standard error is
+  `sd_e(cbar_e) / sqrt(E)` (ddof=1). Pairing is accounted for: instructions that agree on every
+  example give the binomial error of one instruction, not a smaller one.
+
+  Args:
+    correct: [I, E] float 1/0/NaN; examples scored under none of the instructions are ignored.
+
+  Returns:
+    The standard error, or None with fewer than two scored examples.
+  """
+  c = np.asarray(correct, dtype=np.float64)
+  if c.ndim != 2 or c.shape[0] == 0:
+    return None
+  scored = ~np.isnan(c).all(axis=0)
+  if scored.sum() < 2:
+    return None
+  cbar = np.nanmean(c[:, scored], axis=0)
+  return float(np.std(cbar, ddof=1) / np.sqrt(cbar.size))
+
+
+def binomial_se(mean: float | None, n_examples: int | None) -> float | None:
+  """`sqrt(m (1 - m) / n)`: the standard error of an accuracy `m` measured on `n` examples.
+
+  For the mean of paired instructions it is an upper bound of `paired_mean_se` (a variable in
+  [0, 1] with mean m has variance at most m (1 - m)), reached when they all agree; used when
+  only per-instruction accuracies are known. None when `n` is unknown (< 1).
+  """
+  if mean is None or n_examples is None or n_examples < 1:
+    return None
+  return float(np.sqrt(mean * (1.0 - mean) / n_examples))
+
+
+def macro_se(ses: Sequence[float | None], weights: Sequence[float] | None = None) -> float | None:
+  """Standard error of the (weighted) mean over tasks from the tasks' standard errors.
+
+  Tasks have their own examples, so their errors are independent:
+  `sqrt(sum_t w_t^2 se_t^2) / sum_t w_t`. None when any task lacks one (the mean would then not
+  match the macro mean it describes).
+  """
+  w = [1.0] * len(ses) if weights is None else list(weights)
+  if not ses or any(s is None for s in ses) or sum(w) <= 0:
+    return None
+  return float(np.sqrt(sum(wt * wt * s * s for s, wt in zip(ses, w))) / sum(w))

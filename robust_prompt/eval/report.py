@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import html
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,10 @@ from robust_prompt import io_utils
 from robust_prompt.eval import plots
 
 MAX_TEXT_CHARS = 160
+MACRO_NAMES = {
+  "unweighted": "every task weighing the same (unweighted, the default)",
+  "weighted": "tasks weighted by their number of examples (--macro weighted)",
+}
 CI_NAMES = {
   "paired_bootstrap_instructions_and_examples": "paired: instructions + examples",
   "bootstrap_instructions_only": "instructions only",
@@ -67,6 +72,31 @@ def _slug(label: str) -> str:
   return "".join(c if c.isalnum() else "_" for c in label).strip("_") or "section"
 
 
+def plot_names(labels: Sequence[str], prefix: str = "accuracy_") -> list[str]:
+  """One distinct PNG file name per section label: `<prefix><slug>.png`.
+
+  Slugs keep only letters and digits, so different labels can share one ("T0" and "T0++" are
+  both "T0"; "T0" and "t0" differ only in case, which collides on case-insensitive file
+  systems). Such labels get a short digest of the label appended, e.g. `accuracy_T0_3f2a9c1e.png`
+  (a label given twice gets `_2`, `_3`, ... after that).
+  """
+  slugs = [_slug(label) for label in labels]
+  count: dict[str, int] = {}
+  for slug in slugs:
+    count[slug.lower()] = count.get(slug.lower(), 0) + 1
+  names, taken = [], set()
+  for label, slug in zip(labels, slugs):
+    if count[slug.lower()] > 1:
+      slug += "_" + hashlib.sha1(label.encode("utf-8")).hexdigest()[:8]
+    name, k = f"{prefix}{slug}.png", 1
+    while name.lower() in taken:  # the very same label twice: number the repeats
+      k += 1
+      name = f"{prefix}{slug}_{k}.png"
+    taken.add(name.lower())
+    names.append(name)
+  return names
+
+
 def _overview_row(s: ReportSection, tasks: str, m: Mapping[str, Any]) -> list[str]:
   c = m["consistency"]
   return (
@@ -87,7 +117,9 @@ def _blocks(sections: Sequence[ReportSection], title: str) -> list[tuple]:
       "percentage points (observed − unobserved; > 0 means unseen phrasings do worse), with "
       f"{int(100 * first.get('ci_level', 0.95))}% bootstrap intervals "
       f"({first.get('n_resamples')} resamples, seed {first.get('seed')}). std is the sample std "
-      "over instructions. Macro = mean over instructions within a task, then over tasks. "
+      "over instructions. Macro = mean over instructions within a task, then over tasks, "
+      + MACRO_NAMES.get(first.get("macro", "unweighted"), str(first.get("macro")))
+      + "; the macro interval resamples instructions jointly across the tasks that share them. "
       "Formulas: docs/metrics.md.",
     )
   )
@@ -120,18 +152,18 @@ def _blocks(sections: Sequence[ReportSection], title: str) -> list[tuple]:
         )
       rows.append(row)
     b += [("h", 2, "Per-task comparison"), ("table", header, rows)]
-  for s in sections:
-    b += _section_blocks(s)
+  for s, name in zip(sections, plot_names([s.label for s in sections])):
+    b += _section_blocks(s, name)
   return b
 
 
-def _section_blocks(s: ReportSection) -> list[tuple]:
+def _section_blocks(s: ReportSection, plot_name: str) -> list[tuple]:
   summ = s.summary
   b: list[tuple] = [("h", 2, f"{s.label}" + (f" — {summ['model']}" if summ.get("model") else ""))]
   png = plots.accuracy_by_instruction(
     s.per_instruction, summ, title=f"Accuracy per instruction: {s.label}"
   )
-  b.append(("img", f"accuracy_{_slug(s.label)}.png", png, f"accuracy per instruction ({s.label})"))
+  b.append(("img", plot_name, png, f"accuracy per instruction ({s.label})"))
   header = ["instruction", "task", "split", "source", "accuracy", "text"]
   worst = [
     [w["instruction_id"], w["task"], w["split"], w["source"], _pct(w["accuracy"]), _text(w["text"])]

@@ -3,15 +3,16 @@
 Schema (one model; fractions in [0, 1]; undefined values are null):
 
   {"model": str,
-   "settings": {"n_resamples", "seed", "ci_level", "k_worst", "std_ddof"},
+   "settings": {"n_resamples", "seed", "ci_level", "k_worst", "std_ddof", "macro"},
    "tasks": {TASK: {
-      "observed" / "unobserved": {"mean", "std", "min", "max", "range", "n_instructions"},
+      "observed" / "unobserved": {"mean", "std", "min", "max", "range", "se", "n_instructions"},
       "gap": {"value", "ci95": [lo, hi] | null, "ci_method"},
       "pdr", "maxp", "avgp", "cps",
       "consistency": {"observed": {"all_agree", "pairwise"}, "unobserved": {...}},
       "worst": [{"instruction_id", "split", "source", "accuracy", "text"}],
       "n_examples"}},
-   "macro": {same keys, each the mean over tasks (see docs/metrics.md), plus "n_tasks"},
+   "macro": {same keys, each the (weighted, settings.macro) mean over tasks (see
+             docs/metrics.md), plus "n_tasks"; gap also "n_tasks", "n_instruction_sets"},
    "benchmarks": {BENCHMARK: {the macro keys over that benchmark's tasks}}}
 
 A file with several models is `{"models": {MODEL: <the above>}}`; `load_summaries` reads both.
@@ -35,6 +36,7 @@ from robust_prompt.instructions.schema import SPLITS
 CI_PAIRED = "paired_bootstrap_instructions_and_examples"
 CI_INSTRUCTIONS = "bootstrap_instructions_only"
 STAT_KEYS = ("mean", "std", "min", "max", "range")
+MACRO_CHOICES = ("unweighted", "weighted")
 
 
 def benchmark_of(task: str) -> str:
@@ -59,7 +61,9 @@ def summarize_task(
   """Summary of one task, plus its gap bootstrap replicates ([R], None without a gap)."""
   out: dict[str, Any] = {}
   for split in SPLITS:
-    out[split] = metrics.spread(t.accuracy[t.in_split(split)])
+    in_split = t.in_split(split)
+    out[split] = metrics.spread(t.accuracy[in_split])
+    out[split]["se"] = _split_se(t, in_split, out[split]["mean"])
   obs, uno = t.in_split("observed"), t.in_split("unobserved")
   value = metrics.gap(out["observed"]["mean"], out["unobserved"]["mean"])
   replicates, method = None, None
@@ -104,36 +108,118 @@ def summarize_task(
   return out, replicates
 
 
-def _macro(tasks: Mapping[str, dict], replicates: Mapping[str, np.ndarray], k: int, level: float):
+def _split_se(t: TaskScores, in_split: np.ndarray, mean: float | None) -> float | None:
+  """Example-sampling standard error of a split's mean accuracy (docs/metrics.md)."""
+  if mean is None:
+    return None
+  if t.correct is not None:
+    return metrics.paired_mean_se(t.correct[in_split])
+  n = t.n_examples[in_split]
+  n = n[n > 0]
+  return metrics.binomial_se(mean, int(n.max()) if n.size else None)
+
+
+def gap_data(t: TaskScores) -> bootstrap.TaskGapData | None:
+  """What the macro gap bootstrap needs of a task; None without both splits."""
+  obs, uno = t.in_split("observed"), t.in_split("unobserved")
+  if not (obs.any() and uno.any()):
+    return None
+  ids = np.asarray(t.instruction_ids, dtype=object)
+  return bootstrap.TaskGapData(
+    observed_ids=tuple(ids[obs]),
+    unobserved_ids=tuple(ids[uno]),
+    accuracy_observed=t.accuracy[obs],
+    accuracy_unobserved=t.accuracy[uno],
+    correct_observed=None if t.correct is None else t.correct[obs],
+    correct_unobserved=None if t.correct is None else t.correct[uno],
+  )
+
+
+def task_weights(tasks: Mapping[str, dict], macro: str) -> dict[str, float] | None:
+  """Task weights of the macro averages: None (equal) or each task's number of examples.
+
+  Raises:
+    ValueError: `macro` is not one of MACRO_CHOICES, or "weighted" with a task whose number of
+      examples is unknown (a per-instruction CSV without n_examples).
+  """
+  if macro not in MACRO_CHOICES:
+    raise ValueError(f"macro must be one of {', '.join(MACRO_CHOICES)}; got {macro!r}")
+  if macro == "unweighted":
+    return None
+  unknown = sorted(n for n, v in tasks.items() if not v.get("n_examples"))
+  if unknown:
+    raise ValueError(
+      f"a macro weighted by task size needs every task's number of examples; unknown for "
+      f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} (give n_examples in the "
+      "per-instruction CSV, or use the unweighted macro)"
+    )
+  return {n: float(v["n_examples"]) for n, v in tasks.items()}
+
+
+def _macro(
+  tasks: Mapping[str, dict],
+  data: Mapping[str, bootstrap.TaskGapData | None],
+  weights: Mapping[str, float] | None,
+  *,
+  k: int,
+  level: float,
+  n_resamples: int,
+  seed: int,
+  cache: dict[tuple[str, ...], np.ndarray],
+) -> dict[str, Any]:
+  def mean(names: list[str], path: tuple[str, ...]) -> float | None:
+    """The (weighted) mean over `names` of the per-task value at `path` (keys into its summary)."""
+    values = []
+    for n in names:
+      v = tasks[n]
+      for p in path:
+        v = v[p]
+      values.append(v)
+    return metrics.macro_mean(values, None if weights is None else [weights[n] for n in names])
+
   macro: dict[str, Any] = {"n_tasks": len(tasks)}
   for split in SPLITS:
-    stats = [tasks[name][split] for name in tasks]
-    macro[split] = {key: metrics.macro_mean([s[key] for s in stats]) for key in STAT_KEYS}
-    macro[split]["n_instructions"] = int(sum(s["n_instructions"] for s in stats))
-    macro[split]["n_tasks"] = sum(s["n_instructions"] > 0 for s in stats)
+    names = [n for n in tasks if tasks[n][split]["n_instructions"] > 0]
+    macro[split] = {key: mean(list(tasks), (split, key)) for key in STAT_KEYS}
+    macro[split]["se"] = metrics.macro_se(
+      [tasks[n][split]["se"] for n in names],
+      None if weights is None else [weights[n] for n in names],
+    )
+    macro[split]["n_instructions"] = int(sum(tasks[n][split]["n_instructions"] for n in tasks))
+    macro[split]["n_tasks"] = len(names)
   paired = [name for name in tasks if tasks[name]["gap"]["value"] is not None]
-  ci, methods = None, sorted({tasks[name]["gap"]["ci_method"] for name in paired})
+  ci, methods, n_sets = None, sorted({tasks[name]["gap"]["ci_method"] for name in paired}), None
   if paired:
-    # Tasks are resampled independently, so averaging their replicates gives the macro's.
-    reps = np.mean(np.stack([replicates[name] for name in paired]), axis=0)
+    gap_tasks = {n: data[n] for n in paired}
+    key = tuple(sorted(paired))
+    if key not in cache:  # e.g. a run of one benchmark: its macro is the overall one
+      cache[key] = bootstrap.macro_gap_replicates(
+        gap_tasks,
+        weights=None if weights is None else {n: weights[n] for n in paired},
+        n_resamples=n_resamples,
+        seed=seed,
+      )
+    reps = cache[key]
     ci = bootstrap.percentile_interval(reps, level)
+    n_sets = len(bootstrap.instruction_sets(gap_tasks))
   macro["gap"] = {
-    "value": metrics.macro_mean([tasks[name]["gap"]["value"] for name in paired]),
+    "value": mean(paired, ("gap", "value")),
     "ci95": list(ci) if ci else None,
     "ci_method": "+".join(methods) if methods else None,
     "n_tasks": len(paired),
+    # Tasks sharing instructions are resampled jointly: one set per group of such tasks.
+    "n_instruction_sets": n_sets,
   }
   # PDR of the macro means over the tasks that have both splits (so it agrees with the gap).
   macro["pdr"] = metrics.pdr(
-    metrics.macro_mean([tasks[n]["observed"]["mean"] for n in paired]),
-    metrics.macro_mean([tasks[n]["unobserved"]["mean"] for n in paired]),
+    mean(paired, ("observed", "mean")),
+    mean(paired, ("unobserved", "mean")),
   )
   for key in ("maxp", "avgp", "cps"):
-    macro[key] = metrics.macro_mean([tasks[n][key] for n in tasks])
+    macro[key] = mean(list(tasks), (key,))
   macro["consistency"] = {
     split: {
-      key: metrics.macro_mean([tasks[n]["consistency"][split][key] for n in tasks])
-      for key in ("all_agree", "pairwise")
+      key: mean(list(tasks), ("consistency", split, key)) for key in ("all_agree", "pairwise")
     }
     for split in SPLITS
   }
@@ -151,11 +237,27 @@ def summarize_model(
   n_resamples: int = bootstrap.DEFAULT_N_RESAMPLES,
   seed: int = 0,
   ci_level: float = 0.95,
+  macro: str = "unweighted",
 ) -> dict[str, Any]:
-  """summary.json's content for one model from its `TaskScores` keyed by task name."""
-  tasks, replicates = {}, {}
+  """summary.json's content for one model from its `TaskScores` keyed by task name.
+
+  Args:
+    tables: task -> scores.
+    model: the model's name.
+    instruction_texts: instruction id -> template, for the worst instructions.
+    k_worst: how many worst instructions to list.
+    n_resamples: bootstrap resamples R.
+    seed: bootstrap seed.
+    ci_level: interval level.
+    macro: "unweighted" (every task counts the same) or "weighted" (tasks weighted by their
+      number of examples, as a pooled accuracy over all examples would).
+
+  Raises:
+    ValueError: see `task_weights`.
+  """
+  tasks, data = {}, {}
   for name in sorted(tables):
-    tasks[name], replicates[name] = summarize_task(
+    tasks[name], _ = summarize_task(
       tables[name],
       instruction_texts=instruction_texts,
       k_worst=k_worst,
@@ -163,21 +265,25 @@ def summarize_model(
       seed=seed,
       ci_level=ci_level,
     )
+    data[name] = gap_data(tables[name])
+  weights = task_weights(tasks, macro)
   settings = dict(
     n_resamples=n_resamples,
     seed=seed,
     ci_level=ci_level,
     k_worst=k_worst,
     std_ddof="1 (sample std); 0.0 for a single instruction",
+    macro=macro,
   )
   summary = {"model": model, "settings": settings, "tasks": tasks}
-  summary["macro"] = _macro(tasks, replicates, k_worst, ci_level)
+  opts = dict(k=k_worst, level=ci_level, n_resamples=n_resamples, seed=seed, cache={})
+  summary["macro"] = _macro(tasks, data, weights, **opts)
   # Macro per benchmark (task-name prefix: "mmlu:anatomy" -> "mmlu"), as papers report them apart.
   groups: dict[str, list[str]] = {}
   for name in tasks:
     groups.setdefault(benchmark_of(name), []).append(name)
   summary["benchmarks"] = {
-    b: _macro({n: tasks[n] for n in names}, replicates, k_worst, ci_level)
+    b: _macro({n: tasks[n] for n in names}, data, weights, **opts)
     for b, names in sorted(groups.items())
   }
   return io_utils.json_clean(summary)
@@ -186,7 +292,10 @@ def summarize_model(
 def summarize(
   tables: Mapping[tuple[str, str], TaskScores], **kwargs: Any
 ) -> dict[str, dict[str, Any]]:
-  """`summarize_model` for every model in tables keyed by (model, task); returns model -> summary."""
+  """`summarize_model` for every model in tables keyed by (model, task); returns model -> summary.
+
+  Keyword arguments are `summarize_model`'s (e.g. `macro="weighted"`).
+  """
   models: dict[str, dict[str, TaskScores]] = {}
   for (model, task), t in tables.items():
     models.setdefault(model, {})[task] = t

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from robust_prompt import io_utils
+from robust_prompt import io_utils, text_files
+from robust_prompt.eval import checks
 from robust_prompt.instructions.schema import SPLITS
 
 PER_INSTRUCTION_COLUMNS = (
@@ -31,6 +32,7 @@ PER_INSTRUCTION_COLUMNS = (
   "accuracy",
 )
 REQUIRED_CSV_COLUMNS = ("model", "task", "instruction_id", "split", "accuracy")
+ON_DUPLICATE_CHOICES = ("error", "first", "mean")
 
 
 class TableError(ValueError):
@@ -86,7 +88,16 @@ def tables_from_results(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, st
   """Groups results rows (design.md's results table) into `TaskScores` per (model, task).
 
   A repeated (model, task, instruction, example) row (e.g. a resumed run) keeps the last one.
+
+  Raises:
+    TableError: a row lacks a field, has an unknown split, or has option scores that cannot be
+      ranked (NaN, +inf, all -inf: `checks.check_finite_scores`).
   """
+  rows = list(rows)
+  try:
+    checks.check_finite_scores(rows)
+  except checks.NonFiniteScoreError as e:
+    raise TableError(str(e)) from None
   groups: dict[tuple[str, str], dict[str, Any]] = {}
   duplicates = 0
   for n, row in enumerate(rows, start=1):
@@ -190,66 +201,130 @@ def write_per_instruction_csv(path: str | pathlib.Path, rows: Iterable[Mapping[s
   io_utils.atomic_write_text(path, buf.getvalue())
 
 
-def read_per_instruction_csv(path: str | pathlib.Path) -> list[dict[str, Any]]:
+def read_per_instruction_csv(
+  path: str | pathlib.Path, *, on_duplicate: str = "error"
+) -> list[dict[str, Any]]:
   """Reads and validates a per-instruction CSV (columns PER_INSTRUCTION_COLUMNS).
 
   `source` and `n_examples` are optional. accuracy must be a fraction in [0, 1]; split one of
-  SPLITS; each (model, task, instruction_id) appears once.
+  SPLITS; n_examples, when given, a positive integer.
+
+  Args:
+    path: the CSV (UTF-8, an Excel BOM allowed).
+    on_duplicate: what to do with a (model, task, instruction_id) given on several lines (some
+      released per-instruction tables repeat rows): "error" (the default: say where), "first"
+      (keep the first line) or "mean" (one row whose accuracy is the mean of the repeats, as
+      repeated measurements of one instruction; n_examples the largest given). Repeats must
+      agree on the split.
 
   Raises:
     TableError: `path:line: what is wrong; what to do`.
   """
+  if on_duplicate not in ON_DUPLICATE_CHOICES:
+    raise ValueError(f"on_duplicate must be one of {ON_DUPLICATE_CHOICES}; got {on_duplicate!r}")
   path = pathlib.Path(path)
-  with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel writes a BOM
-    reader = csv.DictReader(f)
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in REQUIRED_CSV_COLUMNS if c not in header]
-    if missing:
+  text = text_files.read_text(path, error=TableError, bom=True)  # Excel writes a BOM
+  reader = csv.DictReader(io.StringIO(text, newline=""))
+  try:
+    fieldnames = reader.fieldnames
+  except csv.Error as e:
+    raise TableError(f"{path}:1: malformed CSV ({e})") from None
+  header = [h.strip() for h in (fieldnames or [])]
+  missing = [c for c in REQUIRED_CSV_COLUMNS if c not in header]
+  if missing:
+    raise TableError(
+      f"{path}:1: missing column(s) {', '.join(missing)}; the header must contain "
+      f"{', '.join(REQUIRED_CSV_COLUMNS)} (optional: source, n_examples)"
+    )
+  reader.fieldnames = header
+  rows: list[dict[str, Any]] = []
+  seen: dict[tuple[str, str, str], int] = {}  # key -> index into rows
+  repeats: dict[int, list[dict[str, Any]]] = {}  # row index -> its later copies
+  while True:
+    try:
+      raw = next(reader)
+    except StopIteration:
+      break
+    except csv.Error as e:
+      raise TableError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+    where = f"{path}:{reader.line_num}"  # the record's last line (they are one line, but quoted)
+    row = _per_instruction_row(raw, header, where)
+    row["line"] = reader.line_num
+    key = (row["model"], row["task"], row["instruction_id"])
+    if key not in seen:
+      seen[key] = len(rows)
+      rows.append(row)
+      continue
+    first = rows[seen[key]]
+    if row["split"] != first["split"]:
       raise TableError(
-        f"{path}:1: missing column(s) {', '.join(missing)}; the header must contain "
-        f"{', '.join(REQUIRED_CSV_COLUMNS)} (optional: source, n_examples)"
+        f"{where}: {'/'.join(key)} is {row['split']} here but {first['split']} on line "
+        f"{first['line']}"
       )
-    reader.fieldnames = header
-    rows, seen = [], {}
-    for raw in reader:
-      where = f"{path}:{reader.line_num}"
-      if None in raw or any(raw.get(c) is None for c in REQUIRED_CSV_COLUMNS):
-        raise TableError(f"{where}: expected {len(header)} fields as in the header")
-      row = {k: (v or "").strip() for k, v in raw.items()}
-      for c in ("model", "task", "instruction_id"):
-        if not row[c]:
-          raise TableError(f"{where}: empty {c}")
-      if row["split"] not in SPLITS:
-        raise TableError(f"{where}: unknown split {row['split']!r}; use one of {', '.join(SPLITS)}")
-      try:
-        acc = float(row["accuracy"])
-      except ValueError:
-        raise TableError(f"{where}: accuracy {row['accuracy']!r} is not a number") from None
-      if not (math.isfinite(acc) and 0.0 <= acc <= 1.0):
-        raise TableError(
-          f"{where}: accuracy {acc:g} is outside [0, 1]; write fractions (57.3% is 0.573)"
-        )
-      n_examples = -1
-      if row.get("n_examples"):
-        try:
-          n_examples = int(row["n_examples"])
-        except ValueError:
-          raise TableError(f"{where}: n_examples {row['n_examples']!r} is not an integer") from None
-      key = (row["model"], row["task"], row["instruction_id"])
-      if key in seen:
-        raise TableError(f"{where}: duplicate of line {seen[key]} for {'/'.join(key)}")
-      seen[key] = reader.line_num
-      rows.append(
-        dict(
-          model=row["model"],
-          task=row["task"],
-          instruction_id=row["instruction_id"],
-          split=row["split"],
-          source=row.get("source", ""),
-          n_examples=n_examples,
-          accuracy=acc,
-        )
+    if on_duplicate == "error":
+      raise TableError(
+        f"{where}: duplicate of line {first['line']} for {'/'.join(key)}; if the file repeats "
+        "rows on purpose, pass --on_duplicate first (keep the first) or --on_duplicate mean "
+        "(average the repeats)"
       )
+    repeats.setdefault(seen[key], []).append(row)
   if not rows:
     raise TableError(f"{path}: no rows after the header")
+  if repeats:
+    n = sum(len(r) for r in repeats.values())
+    warnings.warn(
+      f"{path}: {n} repeated (model, task, instruction) row(s) for {len(repeats)} instruction(s); "
+      + ("kept the first of each" if on_duplicate == "first" else "averaged their accuracies"),
+      stacklevel=2,
+    )
+  if on_duplicate == "mean":
+    for index, copies in repeats.items():
+      group = [rows[index], *copies]
+      rows[index] = dict(
+        rows[index],
+        accuracy=float(np.mean([r["accuracy"] for r in group])),
+        n_examples=max(r["n_examples"] for r in group),
+      )
+  for row in rows:
+    del row["line"]
   return rows
+
+
+def _per_instruction_row(raw: Mapping[str | None, Any], header: list[str], where: str) -> dict:
+  """One validated CSV row (`where` = `path:line` for errors)."""
+  if None in raw or any(raw.get(c) is None for c in REQUIRED_CSV_COLUMNS):
+    raise TableError(f"{where}: expected {len(header)} fields as in the header")
+  row = {k: (v or "").strip() for k, v in raw.items()}
+  for c in ("model", "task", "instruction_id"):
+    if not row[c]:
+      raise TableError(f"{where}: empty {c}")
+  if row["split"] not in SPLITS:
+    raise TableError(f"{where}: unknown split {row['split']!r}; use one of {', '.join(SPLITS)}")
+  try:
+    acc = float(row["accuracy"])
+  except ValueError:
+    raise TableError(f"{where}: accuracy {row['accuracy']!r} is not a number") from None
+  if not (math.isfinite(acc) and 0.0 <= acc <= 1.0):
+    raise TableError(
+      f"{where}: accuracy {acc:g} is outside [0, 1]; write fractions (57.3% is 0.573)"
+    )
+  n_examples = -1
+  if row.get("n_examples"):
+    try:
+      n_examples = int(row["n_examples"])
+    except ValueError:
+      raise TableError(f"{where}: n_examples {row['n_examples']!r} is not an integer") from None
+    if n_examples <= 0:
+      raise TableError(
+        f"{where}: n_examples {n_examples} must be a positive integer (the examples the "
+        "accuracy was measured on); leave it empty when unknown"
+      )
+  return dict(
+    model=row["model"],
+    task=row["task"],
+    instruction_id=row["instruction_id"],
+    split=row["split"],
+    source=row.get("source", ""),
+    n_examples=n_examples,
+    accuracy=acc,
+  )

@@ -15,46 +15,42 @@ Each direct-answer template (output `{answer}`) of the FLAN tasks named in `task
 observed `Instruction` for our tasks: FLAN's `{options_}` (rendered by FLAN as "OPTIONS:\\n- x\\n- y")
 becomes "OPTIONS:\\n{options}" with options_format "dashes" and answer_space "option_text", and the
 other placeholders are renamed through `placeholder_map` (default: FLAN's `{question}` -> the main
-field of the target benchmark, `{question}` for MMLU and `{input}` for BIG-bench). Templates that
-cannot be mapped (other outputs, unknown placeholders) are reported, not guessed.
+field of the target benchmark, `{question}` for MMLU and `{input}` for BIG-bench), bound to a
+constant or dropped (`bindings.apply_bindings`). Templates that cannot be mapped (other outputs,
+unknown placeholders) are reported, not guessed.
+
+Options may also be shown in a lettered layout (`options_format="letters_paren"`, ...; the answer
+space is then "letters"), as FLAN v2 itself renders some option lists, and `no_options=True`
+imports FLAN v2's no-options variant of each template (FLAN removes `{options_}` exactly as
+`strip_options` does here; for the tasks of FLAN 2021, `flan_templates_branched.py` holds the
+phrasings FLAN v2 builds that variant from).
 """
 
 from __future__ import annotations
 
 import ast
-import dataclasses
 import pathlib
 import re
 from collections.abc import Mapping, Sequence
 
-from robust_prompt.instructions.schema import Instruction, InstructionError, template_placeholders
+from robust_prompt.instructions.bindings import apply_bindings
+from robust_prompt.instructions.import_result import ImportResult, Skipped
+from robust_prompt.instructions.schema import (
+  LETTERED_FORMATS,
+  OPTIONS_FORMATS,
+  Instruction,
+  InstructionError,
+  template_placeholders,
+)
 from robust_prompt.instructions.validate import BENCHMARK_FIELDS, benchmark_of, validate_instruction
+
+__all__ = ["ImportResult", "Skipped", "import_flan_templates", "read_flan_patterns"]
 
 FLAN_OPTIONS = ("options_", "options_str")
 FLAN_OPTIONS_HEADER = "OPTIONS:\n"
-
-
-@dataclasses.dataclass(frozen=True)
-class Skipped:
-  """A source template that was not imported, and why."""
-
-  where: str  # file:line
-  name: str  # source task / template name
-  reason: str
-
-  def __str__(self) -> str:
-    return f"{self.where}: {self.name}: {self.reason}"
-
-
-@dataclasses.dataclass(frozen=True)
-class ImportResult:
-  instructions: tuple[Instruction, ...]
-  skipped: tuple[Skipped, ...]
-
-  def summary(self) -> str:
-    lines = [f"imported {len(self.instructions)} instructions, skipped {len(self.skipped)}"]
-    lines += [f"  skipped {s}" for s in self.skipped]
-    return "\n".join(lines)
+# The file names of FLAN v2's template modules (flan/v2/).
+TEMPLATES_FILE = "templates.py"
+BRANCHED_FILE = "flan_templates_branched.py"
 
 
 def read_flan_patterns(
@@ -66,7 +62,10 @@ def read_flan_patterns(
     ({flan task: [(input template, output template, line), ...]}, skipped entries).
   """
   path = pathlib.Path(path)
-  source = path.read_text(encoding="utf-8")
+  try:
+    source = path.read_text(encoding="utf-8")
+  except UnicodeDecodeError as e:
+    raise InstructionError(f"not UTF-8 (byte {e.start})", file=str(path), line=1) from None
   try:
     tree = ast.parse(source, filename=str(path))
   except SyntaxError as e:
@@ -146,13 +145,18 @@ def import_flan_templates(
   source: str = "flan_v2",
   variable: str = "PATTERNS",
   id_prefix: str | None = None,
+  options_format: str = "dashes",
+  no_options: bool = False,
+  bind: Mapping[str, str] | None = None,
+  drop: Sequence[str] = (),
 ) -> ImportResult:
   """Observed instructions from FLAN templates.
 
   Args:
-    path: FLAN's `flan/v2/templates.py` (or a file in the same format).
+    path: FLAN's `flan/v2/templates.py` or `flan/v2/flan_templates_branched.py` (or a file in
+      the same format).
     task_map: FLAN task name -> our task names/globs the phrasings are used for, e.g.
-      `{"ai2_arc": ["mmlu:*"], "trivia_qa": ["bigbench:hindu_knowledge"]}`.
+      `{"arc": ["mmlu:*"], "trivia_qa": ["bigbench:hindu_knowledge"]}`.
     placeholder_map: FLAN placeholder -> ours, on top of the defaults (`question` -> the target
       benchmark's main field). Needed for FLAN tasks whose main field has another name,
       e.g. `{"context": "input"}`.
@@ -162,15 +166,31 @@ def import_flan_templates(
     id_prefix: ids are `<id_prefix>_<flan task>_<k>` (default: `source`). Ids must be unique
       across every loaded file: give each import run that maps the same FLAN task onto other
       tasks its own prefix.
+    options_format: how FLAN's `{options_}` list is shown: "dashes" (FLAN's "OPTIONS:\\n- x")
+      or another list layout; a lettered one ("letters_paren": "(A) x", ...) makes the answer
+      space "letters".
+    no_options: import FLAN v2's no-options variant instead (`strip_options`): the options are
+      not shown and the model is scored on the option texts. Ids get a `_noopt` suffix.
+    bind: FLAN placeholder -> constant text put in its place.
+    drop: FLAN placeholders to remove (only where one stands alone on its line and the rest of
+      the template does not refer to it; see `bindings.apply_bindings`).
 
   Returns:
     Instructions (split "observed", ids `<id_prefix>_<flan task>_<k>` with k the 1-based
     template index, plus `_<benchmark>` when the targets span several benchmarks) and the
     templates that were skipped, with reasons.
   """
+  if options_format not in OPTIONS_FORMATS or options_format == "none":
+    raise ValueError(
+      f"options_format {options_format!r}: choose a list layout from "
+      f"{[f for f in OPTIONS_FORMATS if f != 'none']}"
+    )
   path = pathlib.Path(path)
   patterns, skipped = read_flan_patterns(path, variable)
   instructions: list[Instruction] = []
+  answer_space = "letters" if options_format in LETTERED_FORMATS else "option_text"
+  if options_format == "numbers":
+    answer_space = "numbers"
   for flan_task, targets in task_map.items():
     if flan_task not in patterns:
       raise InstructionError(
@@ -184,38 +204,55 @@ def import_flan_templates(
       where = f"{path}:{line}"
       if out.strip() != "{answer}":
         skipped.append(
-          Skipped(where, flan_task, f"output template {out!r} is not the answer itself")
+          Skipped(where, flan_task, f"output template {out!r} is not the answer itself", "answer")
         )
         continue
+      if no_options:
+        inp = strip_options(inp)
       for bench, bench_targets in groups.items():
         ident = f"{id_prefix or source}_{flan_task}_{k:02d}" + (
           f"_{bench}" if len(groups) > 1 else ""
         )
+        ident += "_noopt" if no_options else ""
         mapping = default_placeholder_map(bench) | dict(placeholder_map or {})
         try:
-          template, has_options = _convert(inp, mapping)
+          bound = apply_bindings(inp, bind=bind, drop=drop)
         except ValueError as e:
-          skipped.append(Skipped(where, flan_task, str(e)))
+          skipped.append(Skipped(where, flan_task, str(e), "drop"))
+          continue
+        try:
+          template, has_options = _convert(bound, mapping)
+        except ValueError as e:
+          kind = "syntax" if str(e).startswith("bad template") else "unmapped"
+          skipped.append(Skipped(where, flan_task, str(e), kind))
           continue
         instruction = Instruction(
           id=ident,
           tasks=tuple(bench_targets),
           template=template,
-          options_format="dashes" if has_options else "none",
-          answer_space="option_text",
+          options_format=options_format if has_options else "none",
+          answer_space=answer_space if has_options else "option_text",
           split="observed",
           source=source,
           seen_by=tuple(seen_by),
           file=str(path),
           line=line,
+          origin=f"{path.name}:{flan_task}#{k}" + (" (no options)" if no_options else ""),
         )
         try:
           validate_instruction(instruction)
         except InstructionError as e:
-          skipped.append(Skipped(where, flan_task, e.reason))
+          skipped.append(Skipped(where, flan_task, e.reason, "misfit"))
           continue
         instructions.append(instruction)
   return ImportResult(tuple(instructions), tuple(skipped))
+
+
+def strip_options(template: str) -> str:
+  """FLAN v2's no-options variant of a template (the replacements `PATTERNS_NO_OPTIONS` makes)."""
+  for shown in ("\n\n{options_}", "\n{options_}", "{options_}", "\n\n{options_str}"):
+    template = template.replace(shown, "")
+  return template
 
 
 def _convert(template: str, mapping: Mapping[str, str]) -> tuple[str, bool]:
@@ -228,7 +265,7 @@ def _convert(template: str, mapping: Mapping[str, str]) -> tuple[str, bool]:
   if unknown:
     raise ValueError(
       f"placeholder(s) {['{' + n + '}' for n in unknown]} have no mapping; pass "
-      "placeholder_map={...} to map them onto the task's fields"
+      "placeholder_map={...} to map them onto the task's fields (or bind/drop them)"
     )
   has_options = False
 
@@ -244,6 +281,17 @@ def _convert(template: str, mapping: Mapping[str, str]) -> tuple[str, bool]:
 
   converted = re.sub(r"(\{\{|\}\})|\{([A-Za-z_][A-Za-z0-9_]*)\}", repl, template)
   return converted, has_options
+
+
+def list_flan_tasks(
+  path: str | pathlib.Path, variable: str = "PATTERNS"
+) -> dict[str, tuple[int, int]]:
+  """FLAN task key -> (templates, templates whose output is the answer itself)."""
+  patterns, _ = read_flan_patterns(path, variable)
+  return {
+    task: (len(items), sum(out.strip() == "{answer}" for _, out, _ in items))
+    for task, items in patterns.items()
+  }
 
 
 def default_placeholder_map(bench: str) -> dict[str, str]:

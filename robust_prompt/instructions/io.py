@@ -40,24 +40,69 @@ def _expand(paths: Sequence[str | pathlib.Path]) -> list[pathlib.Path]:
   return files
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
+def _decoded_lines(path: pathlib.Path) -> list[str]:
+  """The file's lines as text; a UTF-8 byte-order mark at the start is dropped.
+
+  Raises:
+    InstructionError: at the first line that is not UTF-8, naming the byte and its column.
+  """
+  try:
+    data = path.read_bytes()
+  except OSError as e:
+    raise InstructionError(
+      f"cannot read instruction file: {e.strerror}", file=str(path), line=0
+    ) from None
+  # Editors on Windows often save "UTF-8" with a byte-order mark; it is not part of the JSON.
+  if data.startswith(_BOM):
+    data = data[len(_BOM) :]
+  lines = []
+  for number, raw in enumerate(data.split(b"\n"), start=1):
+    try:
+      lines.append(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+      raise InstructionError(
+        f"not UTF-8: byte 0x{raw[e.start]:02x} at column {e.start + 1} cannot be decoded; "
+        "instruction files must be UTF-8 (re-save the file with UTF-8 encoding)",
+        file=str(path),
+        line=number,
+      ) from None
+  return lines
+
+
 def read_instruction_file(path: str | pathlib.Path) -> list[Instruction]:
-  """Parses and validates one JSONL file (ids are checked within the file only)."""
+  """Parses and validates one JSONL file (ids are checked within the file only).
+
+  Raises:
+    InstructionError: `file:line: ...` for a line that is not UTF-8, not JSON or not a valid
+      instruction, and for a file that holds no instruction at all.
+  """
   path = pathlib.Path(path)
   out = []
-  with open(path, encoding="utf-8") as f:
-    for number, raw in enumerate(f, start=1):
-      text = raw.strip()
-      if not text or text.startswith("#") or text.startswith("//"):
-        continue
-      try:
-        obj = json.loads(text)
-      except json.JSONDecodeError as e:
-        raise InstructionError(
-          f"invalid JSON ({e.msg} at column {e.colno}); each line must be one JSON object",
-          file=str(path),
-          line=number,
-        ) from None
-      out.append(instruction_from_dict(obj, file=str(path), line=number))
+  for number, raw in enumerate(_decoded_lines(path), start=1):
+    text = raw.strip()
+    if not text or text.startswith("#") or text.startswith("//"):
+      continue
+    try:
+      obj = json.loads(text)
+    except json.JSONDecodeError as e:
+      raise InstructionError(
+        f"invalid JSON ({e.msg} at column {e.colno}); each line must be one JSON object",
+        file=str(path),
+        line=number,
+      ) from None
+    out.append(instruction_from_dict(obj, file=str(path), line=number))
+  if not out:
+    # An empty file is almost always a mistake (a failed export, a wrong path); a silent empty
+    # collection would make an evaluation run with no instructions for its tasks.
+    raise InstructionError(
+      "file holds no instructions (it is empty or has only blank and comment lines); write one "
+      "JSON object per line (docs/instructions.md) or remove the file",
+      file=str(path),
+      line=1,
+    )
   check_unique_ids(out)
   return out
 

@@ -13,7 +13,7 @@ import string
 from collections.abc import Sequence
 from typing import Any
 
-from robust_prompt.instructions.schema import LETTERS, Instruction
+from robust_prompt.instructions.schema import LETTERED_FORMATS, LETTERS, Instruction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,15 +50,31 @@ def answer_labels(answer_space: str, options: Sequence[str]) -> tuple[str, ...]:
   raise ValueError(f"unknown answer_space {answer_space!r}")
 
 
+# Lettered layouts: how one option is shown with its letter (`{label}`, `{text}`).
+LETTER_ITEMS = {
+  "letters": "{label}. {text}",
+  "letters_paren": "({label}) {text}",
+  "letters_paren_inline": "({label}) {text}",
+  "letters_colon": "{label}: {text}",
+  "dash_letters": "- {label}: {text}",
+}
+
+
 def format_options(options_format: str, options: Sequence[str]) -> str:
   """The text that replaces `{options}`.
 
-  "letters" -> "A. x\\nB. y"; "numbers" -> "1. x\\n2. y"; "inline" -> "x, y or z";
-  "newline" -> "x\\ny"; "dashes" -> "- x\\n- y" (FLAN's OPTIONS list); "none" -> "".
+  "letters" -> "A. x\\nB. y"; "letters_paren" -> "(A) x\\n(B) y"; "letters_paren_inline" ->
+  "(A) x (B) y"; "letters_colon" -> "A: x\\nB: y"; "dash_letters" -> "- A: x\\n- B: y";
+  "numbers" -> "1. x\\n2. y"; "inline" -> "x, y or z"; "newline" -> "x\\ny"; "dashes" ->
+  "- x\\n- y" (FLAN's OPTIONS list); "none" -> "".
   """
   opts = [o.strip() for o in options]
-  if options_format == "letters":
-    return "\n".join(f"{label}. {o}" for label, o in zip(answer_labels("letters", opts), opts))
+  if options_format in LETTER_ITEMS:
+    item = LETTER_ITEMS[options_format]
+    lines = [
+      item.format(label=label, text=o) for label, o in zip(answer_labels("letters", opts), opts)
+    ]
+    return (" " if options_format == "letters_paren_inline" else "\n").join(lines)
   if options_format == "numbers":
     return "\n".join(f"{i + 1}. {o}" for i, o in enumerate(opts))
   if options_format == "inline":
@@ -99,7 +115,7 @@ def check_fits(instruction: Instruction, example: Any) -> None:
         f"{instruction.answer_space!r})"
       )
     return
-  lettered = "letters" in (instruction.options_format, instruction.answer_space)
+  lettered = instruction.options_format in LETTERED_FORMATS or instruction.answer_space == "letters"
   if lettered and n > len(LETTERS):
     raise instruction.error(
       f"{where} has {n} options, more than the {len(LETTERS)} letters; use numbers or "

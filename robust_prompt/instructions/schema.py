@@ -13,8 +13,22 @@ import dataclasses
 import fnmatch
 import string
 
-# How `{options}` is rendered (see `render.format_options`).
-OPTIONS_FORMATS = ("letters", "numbers", "inline", "newline", "dashes", "none")
+# How `{options}` is rendered (see `render.format_options`): one option a line unless inline.
+OPTIONS_FORMATS = (
+  "letters",  # A. x
+  "letters_paren",  # (A) x
+  "letters_paren_inline",  # (A) x (B) y   (one line, as Natural-Instructions inputs show them)
+  "letters_colon",  # A: x
+  "dash_letters",  # - A: x
+  "numbers",  # 1. x
+  "inline",  # x, y or z
+  "newline",  # x
+  "dashes",  # - x   (FLAN's OPTIONS list)
+  "none",  # no {options} in the template
+)
+# The formats that show each option with its letter, so that a "letters" answer space is
+# answerable (the model must see which letter stands for which option).
+LETTERED_FORMATS = frozenset(f for f in OPTIONS_FORMATS if "letters" in f)
 # What the model must output; the strings scored by rank classification.
 ANSWER_SPACES = ("letters", "numbers", "option_text")
 SPLITS = ("observed", "unobserved")
@@ -50,9 +64,10 @@ class Instruction:
       ("bigbench:strategyqa",), ("bigbench:bbq_lite_json:*",).
     template: text with named placeholders (`{question}`, `{options}`, ...); literal braces are
       written `{{` and `}}` as in `str.format`.
-    options_format: how `{options}` is rendered: "letters" ("A. x\\nB. y"), "numbers"
-      ("1. x\\n2. y"), "inline" ("x, y or z"), "newline" ("x\\ny"), "dashes" ("- x\\n- y", FLAN's
-      OPTIONS style) or "none" (no `{options}` in the template).
+    options_format: how `{options}` is rendered: "letters" ("A. x\\nB. y"), "letters_paren"
+      ("(A) x\\n(B) y"), "letters_paren_inline" ("(A) x (B) y"), "letters_colon" ("A: x\\nB: y"),
+      "dash_letters" ("- A: x\\n- B: y"), "numbers" ("1. x\\n2. y"), "inline" ("x, y or z"),
+      "newline" ("x\\ny"), "dashes" ("- x\\n- y", FLAN's OPTIONS style) or "none" (no `{options}`).
     answer_space: what the model outputs and is scored on: "letters" (A, B, ...), "numbers"
       (1, 2, ...) or "option_text" (the option strings themselves; also generative targets).
     split: "observed" (a phrasing some model saw in instruction tuning) or "unobserved".
@@ -60,6 +75,9 @@ class Instruction:
     seen_by: model families that saw it in instruction tuning, e.g. ("flan-t5",), ("t0",).
     file: the file it was read from (provenance for error messages).
     line: the 1-based line in `file`.
+    origin: for observed instructions, the original template it was made from (source file and
+      template id/name, e.g. "promptsource/templates/cos_e/v1.11/templates.yaml:<uuid>
+      (question_description_option_text)"), so that provenance stays checkable; "" otherwise.
   """
 
   id: str
@@ -72,6 +90,7 @@ class Instruction:
   seen_by: tuple[str, ...] = ()
   file: str = "<memory>"
   line: int = 0
+  origin: str = ""
 
   def applies_to(self, task: str) -> bool:
     """Whether this instruction is meant for `task` (exact name or glob match)."""
@@ -91,8 +110,8 @@ class Instruction:
     return InstructionError(f"instruction {self.id!r}: {message}", file=self.file, line=self.line)
 
   def to_json_dict(self) -> dict:
-    """The JSONL representation (without provenance, which is where the line is written)."""
-    return {
+    """The JSONL representation (without file/line, which is where the line is written)."""
+    out = {
       "id": self.id,
       "tasks": list(self.tasks),
       "template": self.template,
@@ -102,6 +121,9 @@ class Instruction:
       "source": self.source,
       "seen_by": list(self.seen_by),
     }
+    if self.origin:
+      out["origin"] = self.origin
+    return out
 
 
 def template_placeholders(template: str) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from robust_prompt.instructions.schema import (
   ANSWER_SPACES,
+  LETTERED_FORMATS,
   OPTIONS_FORMATS,
   SPLITS,
   Instruction,
@@ -51,7 +52,7 @@ BENCHMARK_FIELDS: dict[str, BenchmarkFields] = {
 }
 
 REQUIRED_KEYS = ("id", "tasks", "template", "options_format", "answer_space", "split", "source")
-OPTIONAL_KEYS = ("seen_by",)
+OPTIONAL_KEYS = ("seen_by", "origin")
 
 
 def benchmark_of(task_pattern: str) -> str:
@@ -92,6 +93,9 @@ def instruction_from_dict(obj: Any, *, file: str, line: int) -> Instruction:
   seen_by = obj.get("seen_by", [])
   if not isinstance(seen_by, list) or not all(isinstance(s, str) and s for s in seen_by):
     raise fail("'seen_by' must be a list of model-family names, e.g. [\"flan-t5\"]")
+  origin = obj.get("origin", "")
+  if not isinstance(origin, str):
+    raise fail("'origin' must be a string: the original template's file and id/name")
   if not obj["source"].strip():
     raise fail("'source' is empty; say where the phrasing comes from (human, flan_v2, p3, ...)")
   for key, allowed in (
@@ -112,6 +116,7 @@ def instruction_from_dict(obj: Any, *, file: str, line: int) -> Instruction:
     seen_by=tuple(seen_by),
     file=file,
     line=line,
+    origin=origin,
   )
   validate_instruction(instruction)
   return instruction
@@ -141,10 +146,15 @@ def validate_instruction(instruction: Instruction) -> None:
       f"options_format is {fmt!r} but the template has no {{options}} placeholder; add it "
       "or set options_format to 'none'"
     )
-  if space in ("letters", "numbers") and fmt != space:
+  if space == "letters" and fmt not in LETTERED_FORMATS:
     raise instruction.error(
-      f"answer_space {space!r} needs the options shown with their labels: set options_format "
-      f"to {space!r} and put {{options}} in the template"
+      "answer_space 'letters' needs the options shown with their labels: set options_format "
+      f"to one of {sorted(LETTERED_FORMATS)} and put {{options}} in the template"
+    )
+  if space == "numbers" and fmt != "numbers":
+    raise instruction.error(
+      "answer_space 'numbers' needs the options shown with their labels: set options_format "
+      "to 'numbers' and put {options} in the template"
     )
   for pattern in instruction.tasks:
     bench = BENCHMARK_FIELDS.get(benchmark_of(pattern))

@@ -179,7 +179,6 @@ class MultiHeadAttention(nn.Module):
     max_decode_len: int | None = None,
     is_cross: bool = False,
     kv_index: Array | None = None,
-    kv_group: int | None = None,
   ) -> Array:
     """Attends `inputs_q` to `inputs_kv`.
 
@@ -199,24 +198,13 @@ class MultiHeadAttention(nn.Module):
         `kv_index[r]` of `inputs_kv`, which then has its own batch size [B_kv, K, H]. Keys and values
         are projected once per `inputs_kv` row and gathered afterwards, so scoring O targets of an
         input costs one K/V projection, not O. With `decode`, the gathered keys/values are cached.
-      kv_group: O or None (cross-attention only, not with `kv_index` or `decode`): query rows
-        are input-major groups, row `b * O + o` attending to row `b` of `inputs_kv` [B, K, H];
-        `mask_bias` is then per input, [B, 1, 1, K]. The O rows' queries are attended together
-        ([B, O * Q] against [B, K]): no gathered copy of the keys/values, and longer matrix
-        products, which is what makes scoring the options of a question cheap.
 
     Returns:
       [B, Q, H] in `dtype`.
     """
     if kv_index is not None and not is_cross:
       raise ValueError("kv_index is for cross-attention only (self-attention keys are the queries)")
-    if kv_group is not None and (not is_cross or decode or kv_index is not None):
-      raise ValueError("kv_group is for teacher-forced cross-attention without kv_index")
     q = self._project(inputs_q, "query")
-    if kv_group is not None:
-      rows, q_len = q.shape[:2]
-      q = q.reshape(rows // kv_group, kv_group * q_len, *q.shape[2:])
-      q = constrain(q, ("batch", "length", "heads", "kv"))
     if decode and is_cross:
       have = self.has_variable("cache", "cross_key")
       if have:
@@ -246,7 +234,7 @@ class MultiHeadAttention(nn.Module):
       if absorb and is_cross:
         kv_rows = inputs_kv if kv_index is None else inputs_kv[kv_index]
         out = self._absorbed_cross_attention(q, kv_rows, mask_bias)
-        return self._output(out, inputs_q.shape[-1], rows if kv_group is not None else None)
+        return self._output(out, inputs_q.shape[-1])
       k = self._gather_rows(self._project(inputs_kv, "key"), kv_index)
       v = self._gather_rows(self._project(inputs_kv, "value"), kv_index)
 
@@ -261,12 +249,10 @@ class MultiHeadAttention(nn.Module):
       logits = logits + mask_bias
     weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
     out = jnp.swapaxes(jnp.einsum("bnqk,bnkd->bnqd", weights, v), 1, 2)  # [B, Q, N, D]
-    return self._output(out, inputs_q.shape[-1], rows if kv_group is not None else None)
+    return self._output(out, inputs_q.shape[-1])
 
-  def _output(self, out: Array, features: int, rows: int | None) -> Array:
-    """out: [B, Q, N, D] (`rows` R: regroup [B, O * Q] queries as [R, Q]) -> [B|R, Q, H]."""
-    if rows is not None:
-      out = out.reshape(rows, out.shape[1] * out.shape[0] // rows, *out.shape[2:])
+  def _output(self, out: Array, features: int) -> Array:
+    """out: [B, Q, N, D] -> [B, Q, H]."""
     out = out.reshape(*out.shape[:2], self.num_heads * self.head_dim)
     out = constrain(out, ("batch", "length", "joined_kv"))
     return self._dense(features, ("joined_kv", "embed"), "out")(out)

@@ -1,4 +1,7 @@
-"""Teacher-forced scoring of target sequences: per-token log-probs and per-example sums."""
+"""Teacher-forced scoring of target sequences, option scores and the greedy-prefix rule.
+
+The numerics behind `PromptedT5`'s `target_scores` and `option_log_probs` (`prompted_t5.py`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,10 @@ from robust_prompt.model import option_layout
 from robust_prompt.model.t5 import T5
 
 Array = jax.Array
+
+# The original robustness study generated at most 32 new tokens, which bounds how many option
+# tokens `greedy_prefix` compares (see `eval/rank.py`).
+GREEDY_PREFIX_MAX_STEPS = 32
 
 
 def shift_right(targets: Array, start_id: int = 0) -> Array:
@@ -82,30 +89,6 @@ def score_with_encoded(
   return jnp.sum(lp * weights, axis=-1), jnp.sum(target_mask.astype(jnp.int32), axis=-1)
 
 
-def score_targets(
-  model: T5,
-  params: Any,
-  input_ids: Array,
-  input_mask: Array,
-  target_ids: Array,
-  target_mask: Array,
-) -> tuple[Array, Array]:
-  """Sum of target log-probs under teacher forcing (as HF's loss with `labels`, un-averaged).
-
-  Args:
-    model: the `T5` module.
-    params: `{"params": tree}` or the tree.
-    input_ids: [B, T] int32; input_mask: [B, T].
-    target_ids: [B, S] int32 (`tokens + [EOS]`, 0-padded); target_mask: [B, S].
-
-  Returns:
-    (sum_logprob [B] float32, num_tokens [B] int32). jit-friendly; wrap in `jax.jit` yourself
-    (with `model` static, e.g. via `functools.partial`).
-  """
-  encoded = model.apply(_variables(params), input_ids, input_mask, method=T5.encode)
-  return score_with_encoded(model, params, encoded, input_mask, target_ids, target_mask)
-
-
 def option_log_probs(
   model: T5,
   params: Any,
@@ -145,3 +128,27 @@ def option_log_probs(
   )  # [B, L, V]
   lp = option_layout.option_token_log_probs(layout, logits, option_ids)
   return jnp.where(jnp.asarray(option_mask).astype(bool), lp, 0.0)
+
+
+def greedy_prefix_scores(step_lp: Array, greedy_tokens: Array, option_mask: Array, eos_id: int):
+  """The study's `greedy_prefix` score (`eval/rank.py`) from a greedy decode's step log-probs.
+
+  Args:
+    step_lp: `[B, O, K]` log p_k(y^o_k) under the greedy prefix (`decoding.greedy_decode`).
+    greedy_tokens: `[B, K]` the greedy tokens.
+    option_mask: `[B, O, S]` (S >= K).
+    eos_id: the EOS id that ends a greedy decode.
+
+  Returns:
+    `[B, O] float32`: `sum_{k < n} step_lp[b, o, k]`, `n = min(shortest option, greedy length, 32)`.
+  """
+  k_steps = step_lp.shape[-1]
+  lengths = option_mask.sum(-1)  # [B, O]
+  big = jnp.iinfo(jnp.int32).max
+  min_len = jnp.min(jnp.where(lengths > 0, lengths, big), axis=-1)  # [B]
+  is_eos = greedy_tokens == eos_id
+  # Steps generated up to and including the first EOS (all K when none).
+  greedy_len = jnp.where(is_eos.any(-1), jnp.argmax(is_eos, axis=-1) + 1, k_steps)
+  n = jnp.minimum(jnp.minimum(min_len, greedy_len), GREEDY_PREFIX_MAX_STEPS)  # [B]
+  keep = jnp.arange(k_steps)[None, :] < n[:, None]  # [B, K]
+  return jnp.sum(jnp.where(keep[:, None, :], step_lp, 0.0), axis=-1)

@@ -93,10 +93,8 @@ class DecoderLayer(nn.Module):
     decode_position: Array | None = None,
     max_decode_len: int | None = None,
     encoder_index: Array | None = None,
-    targets_per_input: int | None = None,
   ) -> Array:
-    """x: [R, S, H], encoded: [R, T, H] (or [B, T, H] with `encoder_index` [R] or
-    `targets_per_input` O, R = B * O) -> [R, S, H]."""
+    """x: [R, S, H], encoded: [R, T, H] (or [B, T, H] with `encoder_index` [R]) -> [R, S, H]."""
     cfg = self.config
     h = _norm(cfg, "pre_self_attention_layer_norm")(x)
     x = x + _attention(cfg, "self_attention")(
@@ -117,7 +115,6 @@ class DecoderLayer(nn.Module):
       decode=decode,
       is_cross=True,
       kv_index=encoder_index,
-      kv_group=targets_per_input,
     )
     h = _norm(cfg, "pre_mlp_layer_norm")(x)
     x = x + _mlp(cfg)(h)
@@ -157,13 +154,10 @@ class Decoder(nn.Module):
     decode: bool = False,
     max_decode_len: int | None = None,
     encoder_index: Array | None = None,
-    targets_per_input: int | None = None,
     layout: DecoderLayout | None = None,
   ) -> Array:
     """Returns logits [R, S, V] float32. See `T5.decode`."""
     cfg = self.config
-    if targets_per_input is not None and (decode or encoder_index is not None):
-      raise ValueError("targets_per_input is for teacher forcing, without encoder_index")
     if layout is not None and decode:
       raise ValueError("a decoder layout is for teacher forcing (decode=False)")
     x = constrain(self.shared_embedding(decoder_input_ids), _ACT_AXES)
@@ -208,7 +202,6 @@ class Decoder(nn.Module):
         decode_position=pos,
         max_decode_len=max_decode_len,
         encoder_index=encoder_index,
-        targets_per_input=targets_per_input,
       )
     x = _norm(cfg, "decoder_norm")(x)
     if cfg.tie_word_embeddings:
@@ -264,7 +257,6 @@ class T5(nn.Module):
     decode: bool = False,
     max_decode_len: int | None = None,
     encoder_index: Array | None = None,
-    targets_per_input: int | None = None,
     layout: DecoderLayout | None = None,
   ) -> Array:
     """Teacher-forced (or, with `decode=True`, incremental) decoding.
@@ -282,11 +274,6 @@ class T5(nn.Module):
         cross-attention projects keys/values once per input (B rows) instead of once per target
         (R rows). Under a mesh, shard it like the decoder rows (R on `data`). With `decode`, pass
         it with the [B, T] mask at every step (the cache holds the gathered [R, ...] keys/values).
-      targets_per_input: O or None (teacher forcing only, not with `encoder_index`): R = B * O
-        decoder rows, input-major (row `b * O + o` is target `o` of input `b`). Equal to
-        `encoder_index = repeat(arange(B), O)`, but cross-attention attends the O rows of an input
-        together against its keys/values (no per-target copies): the fast way to score the
-        options of multiple-choice questions.
       layout: a static `option_layout.DecoderLayout` over the S positions (teacher forcing
         only), replacing the causal chain: which positions each one sees, and their relative
         positions. With `option_layout.shared_start_layout` one row holds all options of an
@@ -303,7 +290,6 @@ class T5(nn.Module):
       decode=decode,
       max_decode_len=max_decode_len,
       encoder_index=encoder_index,
-      targets_per_input=targets_per_input,
       layout=layout,
     )
 

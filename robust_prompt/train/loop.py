@@ -20,9 +20,9 @@ import tqdm
 from jax.sharding import Mesh
 
 from robust_prompt import multihost, partitioning
-from robust_prompt.model.t5 import T5
+from robust_prompt.model import soft_prompt as prompt_lib
+from robust_prompt.model.prompted import PromptedModel
 from robust_prompt.train import checkpointing, metrics_log
-from robust_prompt.train import prompt as prompt_lib
 from robust_prompt.train import state as state_lib
 from robust_prompt.train.grouping import GroupedData
 from robust_prompt.train.objective import LossConfig
@@ -49,7 +49,7 @@ def _to_floats(metrics) -> dict:
 
 def train(
   *,
-  model: T5,
+  model: PromptedModel,
   frozen_params,
   data: GroupedData,
   model_dir: str,
@@ -73,7 +73,7 @@ def train(
   """Trains a soft prompt for the frozen `model` on grouped batches from `data`.
 
   Args:
-    model: the T5 module; `frozen_params`: its parameters on `mesh` (never updated).
+    model: the prompted model (`prompted.for_config`); `frozen_params`: its parameters on `mesh` (never updated).
     data: grouped batches (`seed` of the data order is `data.seed`).
     model_dir: checkpoints, `prompt.npy`, `config.gin`, `metrics.jsonl`, TensorBoard events.
     mesh / rules: device mesh and logical-axis rules.

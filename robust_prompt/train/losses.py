@@ -2,9 +2,11 @@
 
 Rows of a training batch are the members of `G` groups (one example under `K` instructions);
 `group_ids: [B]` says which group each row belongs to. The losses use `group_ids` (segment sums)
-rather than the row layout, so they do not depend on the order of rows, and they are exact under
-gradient accumulation over whole groups (every term is a mean over rows of a per-row quantity,
-except InfoNCE whose negatives are the other groups of the same (micro)batch).
+rather than the row layout, so they do not depend on the order of rows, and group ids are labels
+only: any int32 values work (a microbatch of the train step keeps the batch-wide ids, e.g. groups
+`{1, 5}` of a batch of 8 groups). They are exact under gradient accumulation over whole groups
+(every term is a mean over rows of a per-row quantity, except InfoNCE whose negatives are the
+other groups of the same (micro)batch).
 
 The objective that weights and adds these terms is `robust_prompt/train/objective.py`.
 """
@@ -17,9 +19,20 @@ import jax.numpy as jnp
 _EPS = 1e-9
 
 
-def _group_sum(values: jax.Array, group_ids: jax.Array) -> jax.Array:
-  """Sums `values: [B, ...]` per group; returns `[B, ...]` indexed by group id (< B)."""
-  return jax.ops.segment_sum(values, group_ids, num_segments=values.shape[0])
+def dense_group_ids(group_ids: jax.Array) -> jax.Array:
+  """Relabels `group_ids: [B]` as `0 .. n_groups - 1` (rank of each id among the distinct ids).
+
+  Segment sums over `B` segments need ids `< B`; the ids of a microbatch are batch-wide (up to
+  `G - 1`, which exceeds the microbatch's `B` as soon as there are more microbatches than
+  members per group), and an out-of-range id is silently dropped by `segment_sum` and clamped
+  by indexing, comparing a row with another group. Ranking makes any labels valid.
+  """
+  return jnp.unique(group_ids, return_inverse=True, size=group_ids.shape[0])[1].reshape(-1)
+
+
+def _group_sum(values: jax.Array, dense_ids: jax.Array) -> jax.Array:
+  """Sums `values: [B, ...]` per group; returns `[B, ...]` indexed by `dense_group_ids` ids."""
+  return jax.ops.segment_sum(values, dense_ids, num_segments=values.shape[0])
 
 
 def token_cross_entropy(log_probs: jax.Array, target_mask: jax.Array):
@@ -55,13 +68,14 @@ def cosine_alignment(reps: jax.Array, group_ids: jax.Array):
 
   Args:
     reps: `[B, H]` pooled representations.
-    group_ids: `[B]` int group of each row.
+    group_ids: `[B]` int group of each row (any labels).
 
   Returns:
     `(loss, metrics)`: mean over rows of `1 - cos(reps_i, mean_{j in group(i)} reps_j)`; it is 0
     when all members of every group have the same representation direction.
   """
   reps = reps.astype(jnp.float32)
+  group_ids = dense_group_ids(group_ids)
   counts = _group_sum(jnp.ones_like(group_ids, jnp.float32), group_ids)
   means = _group_sum(reps, group_ids) / jnp.maximum(counts, 1.0)[:, None]
   cos = (_normalize(reps) * _normalize(means[group_ids])).sum(-1)
@@ -100,7 +114,7 @@ def kl_from_anchor(log_p: jax.Array, valid: jax.Array, group_ids: jax.Array, is_
     log_p: `[B, ..., C]` log-probabilities over `C` classes (answer options or vocabulary);
       the leading dimensions after `B` are positions (e.g. target tokens).
     valid: `[B, ...]` 1 where a distribution is real (e.g. a real target token).
-    group_ids: `[B]` int group of each row.
+    group_ids: `[B]` int group of each row (any labels).
     is_anchor: `[B]` 1 for the (single) anchor member of each group.
 
   Returns:
@@ -108,6 +122,7 @@ def kl_from_anchor(log_p: jax.Array, valid: jax.Array, group_ids: jax.Array, is_
     positions. The anchor's distribution is `stop_gradient`-ed (it is the target).
   """
   log_p = log_p.astype(jnp.float32)
+  group_ids = dense_group_ids(group_ids)
   anchor = is_anchor.astype(jnp.float32)
   extra = (1,) * (log_p.ndim - 1)
   # Pick each group's anchor distribution through a segment sum (layout-free), then broadcast.

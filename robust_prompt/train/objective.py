@@ -17,12 +17,10 @@ import jax
 import jax.numpy as jnp
 
 from robust_prompt.model import scoring
-from robust_prompt.model.t5 import T5
+from robust_prompt.model.prompted import POOLINGS, PromptedModel
 from robust_prompt.train import losses
-from robust_prompt.train.prompt import prepend_prompt
 
 ALIGNMENTS = ("cosine", "info_nce")
-POOLINGS = ("mean", "input", "prompt")
 KL_OVER = ("auto", "tokens")
 
 
@@ -36,8 +34,10 @@ class LossConfig:
     alignment: "cosine" (distance to the group mean) or "info_nce" (other groups of the
       (micro)batch are the negatives).
     temperature: InfoNCE temperature tau.
-    pooling: pooled encoder representation: masked mean over "mean" (prompt and input tokens),
-      "input" (input tokens only) or "prompt" (prompt positions only).
+    pooling: the pooled representation (`PromptedModel.represent`): masked mean over "input"
+      (input tokens only; the default: prompt positions shared by every row would make unrelated
+      inputs look alike), "mean" (prompt and input tokens), "prompt" (prompt positions only) or
+      "last" (the last input position).
     kl_over: "auto" (over the answer options for multiple choice, over target tokens otherwise)
       or "tokens" (always over the target tokens' vocabulary distributions).
   """
@@ -46,7 +46,7 @@ class LossConfig:
   lambda_kl: float = 0.0
   alignment: str = "cosine"
   temperature: float = 0.1
-  pooling: str = "mean"
+  pooling: str = "input"
   kl_over: str = "auto"
 
   def __post_init__(self):
@@ -63,26 +63,9 @@ class LossConfig:
       raise ValueError(f"losses.temperature must be > 0; got {self.temperature}")
 
 
-def pooling_mask(mask: jax.Array, prompt_length: int, pooling: str) -> jax.Array:
-  """Which of the `[B, P+T]` encoder positions are pooled."""
-  is_prompt = (jnp.arange(mask.shape[1]) < prompt_length)[None, :]
-  if pooling == "input":
-    return jnp.where(is_prompt, 0, mask)
-  if pooling == "prompt":
-    return jnp.where(is_prompt, mask, 0)
-  return mask
-
-
-def _option_scores(model: T5, variables, encoded, encoder_mask, option_ids, option_mask):
-  """Sum log-likelihood of each option (EOS included), all options of a row in one decoder row.
-
-  `encoded [B, T', H]`, `option_ids [B, O, S_opt]` -> `[B, O]` float32.
-  """
-  lp = scoring.option_log_probs(model, variables, encoded, encoder_mask, option_ids, option_mask)
-  return lp.sum(-1)
-
-
-def compute_loss(prompt: jax.Array, frozen_params, batch: dict, *, model: T5, config: LossConfig):
+def compute_loss(
+  prompt: jax.Array, frozen_params, batch: dict, *, model: PromptedModel, config: LossConfig
+):
   """The objective for one (micro)batch of grouped rows.
 
   Args:
@@ -91,32 +74,21 @@ def compute_loss(prompt: jax.Array, frozen_params, batch: dict, *, model: T5, co
     batch: see `grouping.GroupedData.batch`: input_ids/input_mask `[B, T]`,
       target_ids/target_mask `[B, S]`, group_ids/is_anchor/answer `[B]`, and optionally
       option_ids/option_mask `[B, O, S_opt]`.
-    model: the T5 module.
+    model: the prompted model; the input runs once (`context`) for every term.
     config: loss weights and choices.
 
   Returns:
     `(loss, metrics)`; metrics hold every term, weighted (`w_*`) and unweighted.
   """
-  variables = {"params": frozen_params}
-  embeds = model.apply(variables, batch["input_ids"], method=T5.embed)
-  embeds, mask = prepend_prompt(prompt, embeds, batch["input_mask"])
-  encoded = model.apply(variables, embeds, mask, method=T5.encode_embeds)
-
+  context = model.context(frozen_params, prompt, batch)
   target_ids, target_mask = batch["target_ids"], batch["target_mask"]
-  logits = model.apply(
-    variables,
-    encoded,
-    mask,
-    scoring.shift_right(target_ids),
-    target_mask,
-    method=T5.decode,
-  )
+  logits = model.logits(frozen_params, prompt, batch, context=context)
   ce, metrics = losses.token_cross_entropy(scoring.token_log_probs(logits, target_ids), target_mask)
   total = ce
   group_ids, is_anchor = batch["group_ids"], batch["is_anchor"]
 
   if config.lambda_sim > 0:
-    reps = losses.pool(encoded, pooling_mask(mask, prompt.shape[0], config.pooling))
+    reps = model.represent(frozen_params, prompt, batch, pooling=config.pooling, context=context)
     if config.alignment == "cosine":
       align, m = losses.cosine_alignment(reps, group_ids)
     else:
@@ -132,7 +104,7 @@ def compute_loss(prompt: jax.Array, frozen_params, batch: dict, *, model: T5, co
       option_mask = batch["option_mask"]
       option_valid = (option_mask.sum(-1) > 0).astype(jnp.int32)  # [B, O]
       has_options = option_valid.max(-1)  # [B]
-      scores = _option_scores(model, variables, encoded, mask, batch["option_ids"], option_mask)
+      scores = model.option_log_probs(frozen_params, prompt, batch, mode="sum", context=context)
       option_lp = losses.option_log_probs(scores, option_valid)
       kl_opt, _ = losses.kl_from_anchor(option_lp, has_options, group_ids, is_anchor)
       kl = kl + kl_opt

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from robust_prompt.train.prompt import Initializer, SoftPrompt, uniform
+from robust_prompt.model.soft_prompt import Initializer, SoftPrompt, uniform
 
 OPTIMIZERS = ("adafactor", "adam", "adamw", "sgd")
 SCHEDULES = ("constant", "linear", "cosine", "rsqrt")

@@ -2,9 +2,12 @@
 
 `train_step` differentiates the objective with respect to the prompt only; the frozen model
 parameters are an ordinary (non-donated, non-differentiated) argument. Large `G x K` batches are
-split into microbatches of whole groups whose gradients are accumulated with `lax.scan`; every
-loss term is a mean of per-row values, so with equal microbatches the accumulated gradient equals
-the full-batch one (InfoNCE excepted: its negatives are the other groups of the microbatch).
+split into microbatches of whole groups whose gradients are accumulated with `lax.scan`. Every
+microbatch has the same number of groups, rows and non-anchor rows, and every loss term is a mean
+of per-row values over them, so the mean of the microbatch losses (and gradients) equals the
+full-batch one (InfoNCE excepted: its negatives are the other groups of the microbatch). A
+microbatch keeps the batch-wide group ids; the losses treat ids as labels (`losses.
+dense_group_ids`), so ids larger than the microbatch are fine.
 """
 
 from __future__ import annotations
@@ -47,6 +50,44 @@ def split_microbatches(batch: Batch, num_groups: int, num_microbatches: int) -> 
   return jax.tree.map(split, batch)
 
 
+def accumulate_gradients(
+  grad_fn: Callable,
+  prompt: jax.Array,
+  frozen_params,
+  batch: Batch,
+  num_groups: int,
+  num_microbatches: int,
+) -> tuple[jax.Array, dict]:
+  """Mean gradient and metrics of `grad_fn` over `num_microbatches` microbatches of whole groups.
+
+  Args:
+    grad_fn: `jax.value_and_grad(loss_fn, has_aux=True)` of
+      `loss_fn(prompt, frozen_params, batch) -> (loss, metrics)`.
+    prompt: `[P, H]`.
+    frozen_params: passed through to `grad_fn`.
+    batch: `B = G * K` group-major rows.
+    num_groups: `G`.
+    num_microbatches: `M`, dividing `G`; 1 computes the full batch at once.
+
+  Returns:
+    `(grad [P, H], metrics)`, equal (up to float reassociation) to the full batch's.
+  """
+  if num_microbatches == 1:
+    (_, metrics), grad = grad_fn(prompt, frozen_params, batch)
+    return grad, metrics
+  micro = split_microbatches(batch, num_groups, num_microbatches)
+
+  def accumulate(carry, mb):
+    (_, m), g = grad_fn(prompt, frozen_params, mb)
+    return jax.tree.map(jnp.add, carry, (g, m)), None
+
+  shapes = jax.eval_shape(grad_fn, prompt, frozen_params, jax.tree.map(lambda x: x[0], micro))
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (shapes[1], shapes[0][1]))
+  (grad, metrics), _ = jax.lax.scan(accumulate, zeros, micro)
+  # Equal weights are right: every microbatch has G/M whole groups (see the module docstring).
+  return jax.tree.map(lambda x: x / num_microbatches, (grad, metrics))
+
+
 def train_step(
   state: TrainState,
   frozen_params,
@@ -83,19 +124,9 @@ def train_step(
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   prompt = state.params["prompt"]
 
-  if num_microbatches == 1:
-    (_, metrics), grad = grad_fn(prompt, frozen_params, batch)
-  else:
-    micro = split_microbatches(batch, num_groups, num_microbatches)
-
-    def accumulate(carry, mb):
-      (_, m), g = grad_fn(prompt, frozen_params, mb)
-      return jax.tree.map(jnp.add, carry, (g, m)), None
-
-    zeros = jax.eval_shape(grad_fn, prompt, frozen_params, jax.tree.map(lambda x: x[0], micro))
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (zeros[1], zeros[0][1]))
-    (grad, metrics), _ = jax.lax.scan(accumulate, zeros, micro)
-    grad, metrics = jax.tree.map(lambda x: x / num_microbatches, (grad, metrics))
+  grad, metrics = accumulate_gradients(
+    grad_fn, prompt, frozen_params, batch, num_groups, num_microbatches
+  )
 
   grads = {"prompt": grad}
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -177,11 +208,17 @@ def make_train_step(
     if host:
       rows = {int(v.shape[0]) for v in host.values()}
       if rows == {global_rows}:
-        host = multihost.global_from_full(host, mesh)
+        host = multihost.place_batch(host, mesh, rules)
       else:
         host = multihost.host_local_to_global(host, mesh, global_rows)
     batch = {**batch, **host}
     with partitioning.mesh_context(mesh, rules):
       return jitted(state, frozen_params, batch, rng)
 
+  def lower(state, frozen_params, batch, rng) -> jax.stages.Lowered:
+    """This very step lowered on (abstract) inputs: what `aot` compiles and measures."""
+    with partitioning.mesh_context(mesh, rules):
+      return jitted.lower(state, frozen_params, batch, rng)
+
+  run.lower = lower
   return run

@@ -10,7 +10,10 @@ Initializers follow Flax's signature `init(rng, shape, dtype) -> [P, H]`.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
+import pathlib
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -213,3 +216,77 @@ def initializer_by_name(
       raise ValueError("prompt initializer 'from_npy' needs a path (prompt.path or --prompt)")
     return from_npy(path)
   raise ValueError(f"unknown prompt initializer {name!r}; choose one of {INITIALIZERS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptSettings:
+  """The soft prompt's length and initializer (gin: `prompt.*`), validated once, here.
+
+  Attributes:
+    length: P, the number of prompt vectors (ignored for "from_npy": the file decides).
+    init: one of `INITIALIZERS`.
+    scale: the range of "uniform".
+    num_vocab_ids: "from_vocab" samples among the first N ids (None: all).
+    text: the text that "from_text" embeds.
+    path: the `.npy` that "from_npy" reads.
+  """
+
+  length: int = 100
+  init: str = "from_vocab"
+  scale: float = 0.5
+  num_vocab_ids: int | None = 5000
+  text: str | None = None
+  path: str | None = None
+
+  def __post_init__(self):
+    if self.init not in INITIALIZERS:
+      raise ValueError(f"prompt.init {self.init!r} is not one of {', '.join(INITIALIZERS)}")
+    if not isinstance(self.length, int) or self.length < 1:
+      raise ValueError(f"prompt.length must be a positive integer, got {self.length!r}")
+    if self.scale <= 0:
+      raise ValueError(f"prompt.scale must be > 0, got {self.scale!r}")
+    if self.num_vocab_ids is not None and self.num_vocab_ids < 1:
+      raise ValueError(f"prompt.num_vocab_ids must be >= 1 or None, got {self.num_vocab_ids!r}")
+
+
+def make_initializer(
+  settings: PromptSettings, embedding=None, encode_text: Callable[[str], list[int]] | None = None
+) -> tuple[Initializer, int]:
+  """`(initializer, P)` for `settings`; a saved prompt ("from_npy") decides P itself.
+
+  Args:
+    settings: validated prompt settings.
+    embedding: the model's `[V, H]` token embedding (for "from_vocab" / "from_text").
+    encode_text: the vocabulary's `encode` (for "from_text").
+
+  Raises:
+    ValueError: a setting the initializer needs is missing, or the file does not fit.
+  """
+  length = settings.length
+  if settings.init == "from_npy":
+    if not settings.path:
+      raise ValueError("prompt.init = 'from_npy' needs a file: pass --prompt PATH")
+    width = None if embedding is None else embedding.shape[1]
+    length = load_prompt(settings.path, width=width).shape[0]
+  num_ids = settings.num_vocab_ids
+  if num_ids is not None and embedding is not None:
+    num_ids = min(num_ids, embedding.shape[0])
+  token_ids = None
+  if settings.text:
+    if encode_text is None:
+      raise ValueError("prompt.text needs the model's vocabulary")
+    token_ids = list(encode_text(settings.text))
+  init_fn = initializer_by_name(
+    settings.init,
+    embedding=embedding,
+    token_ids=token_ids,
+    scale=settings.scale,
+    num_ids=num_ids,
+    path=settings.path,
+  )
+  return init_fn, length
+
+
+def prompt_digest(path: str | os.PathLike) -> str:
+  """A short content digest of a prompt file: its label in results (two files, two labels)."""
+  return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()[:12]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from robust_prompt import partitioning
-from robust_prompt.train import prompt as prompt_lib
+from robust_prompt.model import soft_prompt as prompt_lib
 
 RNG = jax.random.PRNGKey(0)
 EMBEDDING = np.arange(50 * 6, dtype=np.float32).reshape(50, 6)

@@ -1,0 +1,172 @@
+"""The prompted-model API: the one seam between a model family and eval, score, train and aot.
+
+Every command reaches a model only through a `PromptedModel`. A model family (T5, decoder-only)
+is one subclass; eval's engine, the `score` command, the training objective and `aot` call these
+methods and nothing below them. The soft prompt is always a separate argument (`[P, H]` or
+None), never a leaf of the frozen parameter tree, so the frozen weights carry no optimizer state.
+
+Batches are dicts of arrays (shape letters: docs/design.md):
+
+| key | shape | used by |
+| --- | --- | --- |
+| `input_ids`, `input_mask` | `[B, T]` | every method: the rendered input (0-padded, mask 1 = real) |
+| `option_ids`, `option_mask` | `[B, O, S]` | `option_log_probs` (a dummy option is all-0 mask) |
+| `target_ids`, `target_mask` | `[B, S]` | `logits` (one target per input) |
+| `target_ids`, `target_mask`, `target_index` | `[R, S]`, `[R]` | `target_scores`: target r of input `target_index[r]` |
+
+Token conventions (what `encode_*` produce) belong to the family: T5 appends EOS to inputs and
+targets; a decoder-only model puts BOS first and scores continuations of the context.
+
+`context(params, prompt, batch)` runs the input once (T5: the encoder; decoder-only: the context
+pass). Every method takes an optional `context=` so that a caller needing several outputs of one
+batch (the training objective: CE, representations and option scores) runs the input once.
+
+Every method is a pure function of its arguments and is jitted by its caller, with the
+`PromptedModel` itself static (instances are frozen dataclasses, hashable by their config).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import jax
+
+Array = jax.Array
+Batch = dict[str, Any]
+
+SCORE_MODES = ("sum", "mean", "greedy_prefix")
+POOLINGS = ("input", "mean", "prompt", "last")
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptedModel(abc.ABC):
+  """A frozen model family behind one interface (see the module docstring).
+
+  Attributes:
+    config: the family's frozen config dataclass (`T5Config`, `DecoderConfig`).
+  """
+
+  config: Any
+  family: ClassVar[str] = ""
+
+  # -- the module and its parameters ------------------------------------------------------------
+
+  @property
+  @abc.abstractmethod
+  def module(self) -> Any:
+    """The Flax module (for `init`, abstract shapes and logical partition specs)."""
+
+  @property
+  def d_model(self) -> int:
+    """H: the width of the soft prompt's vectors."""
+    return int(self.config.d_model)
+
+  @property
+  def token_embedding_path(self) -> tuple[str, ...]:
+    """Where the `[V, H]` token embedding sits in the parameter tree (prompt initializers)."""
+    return ("token_embedder", "embedding")
+
+  # -- host side: tokenization -------------------------------------------------------------------
+
+  @abc.abstractmethod
+  def encode_inputs(self, vocab, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids of rendered inputs, truncated to `max_length` the family's way."""
+
+  @abc.abstractmethod
+  def encode_options(
+    self, vocab, texts: Sequence[str], options: Sequence[Sequence[str]], max_length: int
+  ) -> list[list[list[int]]]:
+    """Per input, the token ids of each option (as scored by `option_log_probs`)."""
+
+  @abc.abstractmethod
+  def encode_targets(self, vocab, targets: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids of target strings (CE targets, `target_scores`)."""
+
+  # -- device side: the operations ---------------------------------------------------------------
+
+  @abc.abstractmethod
+  def context(self, params, prompt: Array | None, batch: Batch) -> Any:
+    """Runs the input (with the soft prompt) once; the other methods accept the result."""
+
+  @abc.abstractmethod
+  def represent(
+    self, params, prompt: Array | None, batch: Batch, *, pooling: str = "input", context=None
+  ) -> Array:
+    """`[B, H] float32` pooled representations for the alignment loss.
+
+    `pooling`: "input" (mean over input positions, prompt excluded), "mean" (prompt and input),
+    "prompt" (prompt positions only) or "last" (the last input position).
+    """
+
+  @abc.abstractmethod
+  def option_log_probs(
+    self, params, prompt: Array | None, batch: Batch, *, mode: str = "sum", context=None
+  ) -> Array:
+    """`[B, O] float32` rank-classification scores of `option_ids`; -inf for dummy options.
+
+    `mode`: "sum" (log-likelihood), "mean" (per token) or "greedy_prefix" (see `eval/rank.py`).
+    """
+
+  @abc.abstractmethod
+  def target_scores(self, params, prompt: Array | None, batch: Batch, *, context=None):
+    """`(sum_logprob [R] float32, num_tokens [R] int32)` of the `[R, S]` targets."""
+
+  @abc.abstractmethod
+  def greedy(self, params, prompt: Array | None, batch: Batch, steps: int, *, context=None):
+    """`[B, steps] int32` greedy tokens (KV cache); a row is PAD after its EOS."""
+
+  @abc.abstractmethod
+  def logits(self, params, prompt: Array | None, batch: Batch, *, context=None) -> Array:
+    """`[B, S, V] float32` teacher-forced logits of the `[B, S]` targets (cross-entropy)."""
+
+  # -- ids -----------------------------------------------------------------------------------
+
+  @property
+  def pad_id(self) -> int:
+    return int(self.config.pad_token_id)
+
+  @property
+  def eos_id(self) -> int:
+    return int(self.config.eos_token_id)
+
+
+_FAMILIES: dict[type, type[PromptedModel]] = {}
+
+
+def register(config_type: type, model_type: type[PromptedModel]) -> None:
+  """Makes `for_config` build `model_type` for configs of `config_type`."""
+  _FAMILIES[config_type] = model_type
+
+
+def for_config(config: Any) -> PromptedModel:
+  """The `PromptedModel` of a loaded model's config (the family follows the config's type)."""
+  _register_builtin()
+  for config_type, model_type in _FAMILIES.items():
+    if isinstance(config, config_type):
+      return model_type(config)
+  raise TypeError(f"no prompted-model family for a config of type {type(config).__name__}")
+
+
+def _register_builtin() -> None:
+  # Imported here: the implementations import this module.
+  from robust_prompt.model import prompted_t5  # noqa: F401
+
+  try:
+    from robust_prompt.model import prompted_decoder  # noqa: F401
+  except ImportError:  # pragma: no cover - the decoder-only family is optional while it is built
+    pass
+
+
+def check_mode(mode: str) -> str:
+  if mode not in SCORE_MODES:
+    raise ValueError(f"unknown score mode {mode!r}; choose one of {SCORE_MODES}")
+  return mode
+
+
+def check_pooling(pooling: str) -> str:
+  if pooling not in POOLINGS:
+    raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+  return pooling
