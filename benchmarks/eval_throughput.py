@@ -137,7 +137,7 @@ def main() -> None:
   from robust_prompt.checkpoints.resolve import load_model
   from robust_prompt.data import mmlu
   from robust_prompt.eval import engine
-  from robust_prompt.model.t5 import T5
+  from robust_prompt.model import prompted
 
   per_subject = -(-args.num_questions // len(SUBJECTS))
   tasks = {f"mmlu:{s}": mmlu.load_subject(MMLU_DIR, s)[:per_subject] for s in SUBJECTS}
@@ -148,7 +148,9 @@ def main() -> None:
     hf_model, _ = make_hf_model(pathlib.Path(tmp), args.size)
     loaded = load_model(tmp)
   settings = engine.evaluate_settings(batch_size=args.batch_size)
-  evaluator = engine.Evaluator(T5(loaded.config), loaded.params, loaded.vocab, settings)
+  evaluator = engine.Evaluator(
+    prompted.for_config(loaded.config), loaded.params, loaded.vocab, settings
+  )
 
   pools = engine.plan_pools(chunks, settings.pool_rows)
 

@@ -6,7 +6,7 @@ MMLU test questions (question + 4 lettered options as the input, each option tex
 the same token ids, the same number of questions per batch and the same CPU threads, in one run.
 
 Timed (tokenization excluded from both):
-  ours           `robust-prompt score`'s Scorer: bucketed static shapes, each input encoded once
+  ours           `robust-prompt score`'s Scorer (`eval/scorer.py`): bucketed static shapes, each input encoded once
                  and its 4 options scored against that encoder output (warm: compiled already;
                  the compile time of the first pass is reported separately as "cold").
   hf pairs       PyTorch, `torch.inference_mode()`: one full forward per (input, option) pair,
@@ -138,7 +138,8 @@ def main() -> None:
   from robust_prompt import partitioning
   from robust_prompt import vocab as vocab_lib
   from robust_prompt.checkpoints.resolve import load_model
-  from robust_prompt.cli.score import Scorer
+  from robust_prompt.eval.scorer import Scorer
+  from robust_prompt.model import prompted
 
   questions = mmlu_questions(args.num_examples)
   n = len(questions)
@@ -159,7 +160,13 @@ def main() -> None:
     flush=True,
   )
 
-  scorer = Scorer(loaded, mesh=mesh, batch_size=args.batch_size)
+  scorer = Scorer(
+    prompted.for_config(loaded.config),
+    loaded.params,
+    loaded.vocab,
+    mesh=mesh,
+    batch_size=args.batch_size,
+  )
 
   def ours():
     with scorer.mesh_context():

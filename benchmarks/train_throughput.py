@@ -76,7 +76,7 @@ def run_ours(model_dir, batches, prompt_length, steps, lr):
 
   from robust_prompt import partitioning
   from robust_prompt.checkpoints.resolve import load_model
-  from robust_prompt.model.t5 import T5
+  from robust_prompt.model import prompted
   from robust_prompt.train import objective
   from robust_prompt.train import state as state_lib
   from robust_prompt.train.step import make_train_step
@@ -89,7 +89,7 @@ def run_ours(model_dir, batches, prompt_length, steps, lr):
     jax.random.PRNGKey(0), tx, prompt_length, loaded.config.d_model, None, mesh, rules
   )
   step = make_train_step(
-    model=T5(loaded.config),
+    model=prompted.for_config(loaded.config),
     tx=tx,
     loss_config=objective.LossConfig(),
     mesh=mesh,
@@ -99,7 +99,9 @@ def run_ours(model_dir, batches, prompt_length, steps, lr):
     example_batch=batches[0],
     num_groups=len(batches[0]["group_ids"]),
   )
-  flops = step_flops(T5(loaded.config), loaded.params, batches[0], state.params["prompt"])
+  flops = step_flops(
+    prompted.for_config(loaded.config), loaded.params, batches[0], state.params["prompt"]
+  )
   rng = jax.random.PRNGKey(0)
   start = time.perf_counter()
   state, metrics = step(state, loaded.params, batches[0], rng)

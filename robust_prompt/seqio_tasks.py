@@ -55,6 +55,52 @@ MMLU_SPLITS = {"test": "test", "validation": "val", "dev": "dev"}
 _DEFINITIONS: dict[str, Any] = {}
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskLabel:
+  """What a registered SeqIO task measures: the benchmark task, the instruction and its split.
+
+  `robust-prompt eval --mixture` needs it for every task it evaluates. `register_tasks` labels
+  ours; a user's T5X-style module labels its own tasks with `set_label` after registering them.
+  """
+
+  task: str
+  instruction_id: str
+  split: str
+  source: str = "user"
+  template: str = ""
+
+
+_LABELS: dict[str, TaskLabel] = {}
+# Our own tasks: SeqIO name -> (benchmark, benchmark task, data dir, instruction), so that eval
+# renders their examples in Python exactly as their `render` preprocessor does, without tf.data.
+_OURS: dict[str, tuple[str, str, str, Instruction]] = {}
+
+
+def set_label(
+  seqio_task: str,
+  *,
+  task: str,
+  instruction_id: str,
+  split: str,
+  source: str = "user",
+  template: str = "",
+) -> None:
+  """Labels a registered SeqIO task for `eval --mixture` (split: "observed" or "unobserved")."""
+  if split not in SPLITS:
+    raise ValueError(f"set_label({seqio_task!r}): split must be one of {SPLITS}, got {split!r}")
+  _LABELS[seqio_task] = TaskLabel(task, instruction_id, split, source, template)
+
+
+def label_of(seqio_task: str) -> TaskLabel | None:
+  """The label of a registered task (ours or `set_label`'s), or None."""
+  return _LABELS.get(seqio_task)
+
+
+def our_task(seqio_task: str) -> tuple[str, str, str, Instruction] | None:
+  """(benchmark, task, data_dir, instruction) of a task `register_tasks` made, else None."""
+  return _OURS.get(seqio_task)
+
+
 def sanitize(part: str) -> str:
   """Makes one name component SeqIO-safe: anything outside [A-Za-z0-9_.] becomes `_`."""
   return re.sub(r"[^A-Za-z0-9_.]", "_", part)
@@ -395,6 +441,10 @@ def register_tasks(
         ),
       )
       by_task_split.setdefault((info.name, instruction.split), []).append(name)
+      _OURS[name] = (benchmark, info.name, data_dir, instruction)
+      _LABELS[name] = TaskLabel(
+        info.name, instruction.id, instruction.split, instruction.source, instruction.template
+      )
   mixtures = []
   for split in SPLITS:
     names = [n for (_, s), ns in by_task_split.items() if s == split for n in ns]

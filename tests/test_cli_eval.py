@@ -194,7 +194,7 @@ def test_soft_prompt_flag(tiny_model_dir, mmlu_dir, tmp_path, capsys):
     assert code == 0, err
   read = lambda out: [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]  # noqa: E731
   base, prompted = read(outs["base"]), read(outs["prompted"])
-  assert prompted[0]["model"] == f"{tiny_model_dir}+prompt:prompt.npy"
+  assert prompted[0]["model"].startswith(f"{tiny_model_dir}+prompt:") and len(prompted[0]["model"]) == len(str(tiny_model_dir)) + 20
   assert json.loads((outs["prompted"] / "run.json").read_text())["prompt"] is not None
   assert any(a["option_scores"] != b["option_scores"] for a, b in zip(base, prompted))
 
@@ -214,3 +214,103 @@ def test_task_selection_names_globs_and_subtasks(bigbench_lite_dir):
   assert "bigbench:strategyqa" in available and not any(t.count(":") > 1 for t in available)
   with pytest.raises(sources.DataError, match="Did you mean: bigbench:strategyqa"):
     select("stratgyqa")
+
+
+USER_MODULE = '''
+"""A user's T5X-style task module: two phrasings of one task, and a mixture of both."""
+import json
+import pathlib
+
+import seqio
+import tensorflow as tf
+
+from robust_prompt import seqio_tasks
+
+DATA = pathlib.Path(__file__).with_name("toy.jsonl")
+PHRASINGS = {"plain": ("{q}", "observed"), "polite": ("Please answer: {q}", "unobserved")}
+
+
+def _source(template):
+  rows = [json.loads(line) for line in DATA.read_text().splitlines()]
+
+  def dataset_fn(split, shuffle_files, seed=None):
+    return tf.data.Dataset.from_tensor_slices({
+      "inputs": [template.format(q=r["question"]) for r in rows],
+      "options": tf.ragged.constant([r["options"] for r in rows]),
+      "answer": [r["answer"] for r in rows],
+      "example_id": [r["id"] for r in rows],
+    }).map(lambda ex: {**ex, "options": ex["options"]})
+
+  return seqio.FunctionDataSource(dataset_fn, splits=["test"])
+
+
+for pid, (template, split) in PHRASINGS.items():
+  name = f"user_toy_{pid}"
+  if name not in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.add(name, source=_source(template), output_features={}, preprocessors=[])
+  seqio_tasks.set_label(name, task="jsonl:toy", instruction_id=pid, split=split, template=template)
+if "user_toy" not in seqio.MixtureRegistry.names():
+  seqio.MixtureRegistry.add("user_toy", ["user_toy_plain", "user_toy_polite"], default_rate=1.0)
+'''
+
+
+def test_mixture_of_user_tasks_equals_jsonl_benchmark(tiny_model_dir, tmp_path, capsys, monkeypatch):
+  """SeqIO tasks a user registers in their own module (two phrasings + a mixture) are scored
+  exactly as the same examples and phrasings given as a JSONL benchmark with instructions."""
+  rows = [
+    {"id": f"jsonl:toy:{i}", "question": q, "options": opts, "answer": a}
+    for i, (q, opts, a) in enumerate(
+      [("2 + 2 =", ["3", "4", "5"], 1), ("The sky is", ["blue", "green"], 0),
+       ("Cats say", ["woof", "meow", "moo", "quack"], 1)]
+    )
+  ]  # fmt: skip
+  module_dir = tmp_path / "user_mod"
+  module_dir.mkdir()
+  write_jsonl(module_dir / "toy.jsonl", rows)
+  (module_dir / "user_toy_tasks.py").write_text(USER_MODULE)
+  monkeypatch.syspath_prepend(str(module_dir))
+  data = tmp_path / "data"
+  data.mkdir()
+  write_jsonl(
+    data / "toy.jsonl",
+    [{"id": str(i), "input": r["question"], "options": r["options"], "answer": r["answer"]}
+     for i, r in enumerate(rows)],
+  )  # fmt: skip
+  instructions = write_jsonl(
+    tmp_path / "toy_instructions.jsonl",
+    [
+      {"id": "plain", "tasks": ["jsonl:toy"], "template": "{input}", "options_format": "none",
+       "answer_space": "option_text", "split": "observed", "source": "user"},
+      {"id": "polite", "tasks": ["jsonl:toy"], "template": "Please answer: {input}",
+       "options_format": "none", "answer_space": "option_text", "split": "unobserved",
+       "source": "user"},
+    ],
+  )  # fmt: skip
+  common = ["eval", "--model", str(tiny_model_dir), "--no_progress", "--batch_size", "4"]
+  code, err = run_cli(
+    [*common, "--mixture", "user_toy", "--module", "user_toy_tasks",
+     "--output_dir", str(tmp_path / "mix")], capsys,
+  )  # fmt: skip
+  assert code == 0, err
+  code, err = run_cli(
+    [*common, "--benchmark", "jsonl", "--data_dir", str(data), "--instructions",
+     str(instructions), "--output_dir", str(tmp_path / "bench")], capsys,
+  )  # fmt: skip
+  assert code == 0, err
+
+  def table(out):
+    lines = (out / "results.jsonl").read_text().splitlines()
+    return {(r["instruction_id"], r["example_id"]): r for r in map(json.loads, lines)}
+
+  mix, bench = table(tmp_path / "mix"), table(tmp_path / "bench")
+  assert sorted(mix) == sorted(bench) and len(mix) == 6
+  for key, row in bench.items():
+    assert mix[key]["task"] == row["task"] == "jsonl:toy"
+    assert mix[key]["split"] == row["split"]
+    assert mix[key]["option_scores"] == pytest.approx(row["option_scores"], abs=1e-5)
+    assert mix[key]["prediction"] == row["prediction"]
+  # An unlabelled task is refused with what to do.
+  code, err = run_cli(
+    [*common, "--mixture", "nonexistent_mix", "--output_dir", str(tmp_path / "bad")], capsys
+  )
+  assert code == 1 and "no SeqIO task or mixture" in err

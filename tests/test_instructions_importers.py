@@ -196,3 +196,61 @@ def test_command_line_importers_and_leakage_check(tmp_path, capsys):
   assert "human_99" in capsys.readouterr().out
   copy.unlink()
   assert leakage.main([str(tmp_path)]) == 0
+
+
+FLAN_DIR = FIXTURES / "flan_v2"
+
+
+def test_flan_lettered_options_no_options_variant_and_drops():
+  from robust_prompt.instructions.flan_import import strip_options
+
+  lettered = import_flan_templates(
+    FLAN_DIR / "templates.py", {"arc": ["mmlu:*"]}, options_format="letters_paren"
+  )
+  first = lettered.instructions[0]
+  assert (first.options_format, first.answer_space) == ("letters_paren", "letters")
+  assert first.origin == "templates.py:arc#1"
+  noopt = import_flan_templates(
+    FLAN_DIR / "flan_templates_branched.py", {"arc": ["mmlu:*"]}, no_options=True
+  )
+  assert [i.template for i in noopt.instructions] == [
+    "{question}",
+    "Quiz item (old style): {question}",
+    "Think it over: {question}",
+  ]
+  assert all(i.id.endswith("_noopt") and i.options_format == "none" for i in noopt.instructions)
+  assert strip_options("A {options_}\n\n{options_str} B") == "A  B"
+  dropped = import_flan_templates(
+    FLAN_DIR / "templates.py", {"openbookqa": ["mmlu:*"]}, drop=["fact"]
+  )
+  assert [i.template for i in dropped.instructions] == ["{question}\n\nOPTIONS:\n{options}"]
+  assert [s.kind for s in dropped.skipped] == ["drop"]
+  bound = import_flan_templates(
+    FLAN_DIR / "templates.py", {"openbookqa": ["mmlu:*"]}, bind={"fact": "heat rises"}
+  )
+  assert bound.instructions[1].template.startswith("Keeping in mind that heat rises, settle")
+  with pytest.raises(ValueError, match="choose a list layout"):
+    import_flan_templates(FLAN, {"toy_arc": ["mmlu:*"]}, options_format="none")
+
+
+def test_flan_task_listing_and_real_files(shared_dir):
+  from robust_prompt.instructions.flan_import import list_flan_tasks
+
+  assert list_flan_tasks(FLAN_DIR / "templates.py")["arc"] == (4, 3)
+  tasks = list_flan_tasks(shared_dir / "sources" / "flan_v2" / "templates.py")
+  assert len(tasks) == 120 and sum(n for n, _ in tasks.values()) == 1290
+  assert tasks["arc"] == (10, 7) and tasks["natinst_v2"] == (10, 0)
+  branched = list_flan_tasks(shared_dir / "sources" / "flan_v2" / "flan_templates_branched.py")
+  assert "arc" in branched and "natinst_v2" not in branched
+  # The documented example: FLAN's key is "arc" (not "ai2_arc"); openbookqa keeps what survives
+  # without its fact.
+  result = import_flan_templates(
+    shared_dir / "sources" / "flan_v2" / "templates.py",
+    {"arc": ["mmlu:*"], "openbookqa": ["mmlu:*"]},
+    drop=["fact"],
+  )
+  assert len(result.instructions) == 8
+  with pytest.raises(InstructionError, match="'ai2_arc' is not in PATTERNS"):
+    import_flan_templates(
+      shared_dir / "sources" / "flan_v2" / "templates.py", {"ai2_arc": ["mmlu:*"]}
+    )

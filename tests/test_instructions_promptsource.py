@@ -89,7 +89,9 @@ def test_without_drop_or_metadata_filter():
   reasons = {s.name: s for s in result.skipped}
   # Fixed Yes/No choices are not the example's options; an unmapped passage is named.
   assert reasons["verify"].kind == "choices" and "['Yes', 'No']" in reasons["verify"].reason
-  assert reasons["with support"].kind == "unmapped" and "{{support}}" in reasons["with support"].reason
+  assert (
+    reasons["with support"].kind == "unmapped" and "{{support}}" in reasons["with support"].reason
+  )
   bound = import_promptsource_templates(
     [TREE / "sciq"], ["mmlu:*"], bind={"support": "Plants need light."}
   )
@@ -147,7 +149,10 @@ def test_jinja_pieces():
     )
   with pytest.raises(JinjaError, match="not one of the answer choices") as info:
     convert_template(
-      "{{question}}|||The answer is {{answer}}", '{{choices.text | join("|||")}}', opts, {"question": "question"}
+      "{{question}}|||The answer is {{answer}}",
+      '{{choices.text | join("|||")}}',
+      opts,
+      {"question": "question"},
     )
   assert info.value.kind == "answer"
 
@@ -174,7 +179,16 @@ def test_real_promptsource_tree(shared_dir):
   assert len(result.instructions) + len(result.skipped) == 2085
   counts = result.skip_counts()
   # Every refusal has a reason of a known kind, and the summary counts them.
-  assert set(counts) <= {"answer", "choices", "unmapped", "jinja_logic", "syntax", "filter", "layout", "misfit"}
+  assert set(counts) <= {
+    "answer",
+    "choices",
+    "unmapped",
+    "jinja_logic",
+    "syntax",
+    "filter",
+    "layout",
+    "misfit",
+  }
   assert f"{counts['answer']:5d} skipped" in result.summary(details=False)
   # The documented example imports (the real key is ARC-Challenge under ai2_arc).
   arc = import_promptsource_templates(

@@ -38,12 +38,12 @@ def positive_int(text: str) -> int:
   return value
 
 
-def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+def add_benchmark_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
   """Adds --benchmark and --data_dir (the same for eval, train and tasks: `data.sources`)."""
   from robust_prompt.data import sources
 
   parser.add_argument(
-    "--benchmark", required=True, choices=sources.BENCHMARKS, help="which benchmark's tasks"
+    "--benchmark", required=required, choices=sources.BENCHMARKS, help="which benchmark's tasks"
   )
   parser.add_argument(
     "--data_dir",

@@ -15,7 +15,6 @@ Settings come from (later wins): library defaults < gin (`--gin_file runs/eval.g
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 
 from robust_prompt.cli import common, gin_utils
@@ -27,7 +26,26 @@ SCORE_MODES = ("sum", "mean", "greedy_prefix")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  common.add_benchmark_arguments(parser)
+  common.add_benchmark_arguments(parser, required=False)
+  parser.add_argument(
+    "--mixture",
+    nargs="+",
+    default=None,
+    help="evaluate registered SeqIO tasks or mixtures instead of --benchmark (each task labelled "
+    "with robust_prompt.seqio_tasks.set_label; see docs/tasks.md)",
+  )
+  parser.add_argument(
+    "--module",
+    nargs="+",
+    default=[],
+    help="Python modules to import first: they register the --mixture tasks (T5X style)",
+  )
+  parser.add_argument(
+    "--model_name",
+    default=None,
+    help="the model's label in every output (default: --model as given, plus the soft prompt's "
+    "content digest with --prompt)",
+  )
   parser.add_argument(
     "--instructions",
     nargs="+",
@@ -111,30 +129,18 @@ def _mesh_from_gin() -> str | None:
   return f"data={-1 if data is None else data},model={1 if model is None else model}"
 
 
-def run(args: argparse.Namespace) -> int:
-  from robust_prompt import io_utils
-  from robust_prompt.eval import engine, resume
+def _register_benchmark(args: argparse.Namespace) -> list[str]:
+  """Registers our (task x instruction) SeqIO tasks for `--benchmark`; returns their names."""
+  import seqio
+
+  from robust_prompt import seqio_tasks
   from robust_prompt.instructions.io import (
     default_instruction_dir,
     instructions_for_task,
     load_instructions,
   )
-  from robust_prompt.instructions.schema import InstructionError
 
-  gin_utils.register_configurables()
-  configured_settings()  # the gin name must exist before files that bind it are parsed
-  gin_utils.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
-  settings = _settings(args)
-
-  # Cheap checks first: the output dir, the instructions, the tasks; then the slow model load.
-  try:
-    output_dir = io_utils.check_writable_dir(args.output_dir)
-  except io_utils.NotWritableError as e:
-    raise UserError(f"--output_dir: {e}") from e
-  try:
-    instructions = load_instructions(args.instructions or [default_instruction_dir()])
-  except InstructionError as e:
-    raise UserError(str(e)) from e
+  instructions = load_instructions(args.instructions or [default_instruction_dir()])
   selected = common.select_tasks(args)
   covered = [t for t in selected if instructions_for_task(instructions, t)]
   if not covered:
@@ -151,10 +157,45 @@ def run(args: argparse.Namespace) -> int:
       f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
       file=sys.stderr,
     )
-  tasks = {t: common.load_task(args, t) for t in covered}
+  # Text features only: eval tokenizes with the model's own vocabulary, after loading it.
+  seqio_tasks.register_tasks(
+    args.benchmark,
+    args.data_dir,
+    instructions,
+    seqio.PassThroughVocabulary(size=0),
+    tasks=covered,
+  )
+  return [
+    seqio_tasks.task_name(args.benchmark, t, i.split, i.id)
+    for t in covered
+    for i in instructions_for_task(instructions, t)
+  ]
+
+
+def run(args: argparse.Namespace) -> int:
+  from robust_prompt import io_utils, seqio_tasks
+  from robust_prompt.data.example import DataError
+  from robust_prompt.eval import engine, registry, resume
+  from robust_prompt.instructions.schema import InstructionError
+  from robust_prompt.model import soft_prompt
+
+  gin_utils.register_configurables()
+  configured_settings()  # the gin name must exist before files that bind it are parsed
+  gin_utils.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
+  settings = _settings(args)
+
+  # Cheap checks first: the output dir, the work (tasks x instructions); then the slow model load.
   try:
-    chunks = engine.plan_chunks(tasks, instructions, settings.max_examples)
-  except (InstructionError, engine.NoWorkError) as e:
+    output_dir = io_utils.check_writable_dir(args.output_dir)
+  except io_utils.NotWritableError as e:
+    raise UserError(f"--output_dir: {e}") from e
+  if bool(args.mixture) == bool(args.benchmark):
+    raise UserError("say what to evaluate: either --benchmark (with --data_dir) or --mixture")
+  try:
+    seqio_tasks.import_task_modules(args.module)
+    names = args.mixture or _register_benchmark(args)
+    chunks = registry.chunks_from_registry(names, max_examples=settings.max_examples)
+  except (InstructionError, DataError, ModuleNotFoundError) as e:
     raise UserError(str(e)) from e
 
   if not args.mesh:
@@ -162,17 +203,19 @@ def run(args: argparse.Namespace) -> int:
   mesh = common.mesh_from_args(args)
   loaded = common.model_from_args(args, mesh)
   prompt, prompt_digest = None, None
-  model_name = loaded.source
+  model_name = args.model_name or loaded.source
   if args.prompt:
     prompt = common.load_prompt(args.prompt, loaded.config.d_model)
-    prompt_digest = resume.file_digest(args.prompt)
-    model_name = f"{loaded.source}+prompt:{pathlib.Path(args.prompt).name}"
+    prompt_digest = soft_prompt.prompt_digest(args.prompt)
+    if not args.model_name:
+      # A content digest, not the file name: every trained prompt is a `prompt.npy`.
+      model_name = f"{loaded.source}+prompt:{prompt_digest}"
   fp = engine.fingerprint(
     model=loaded.source,
     chunks=chunks,
     settings=settings,
     prompt_digest=prompt_digest,
-    extra={"benchmark": args.benchmark},
+    extra={"benchmark": args.benchmark, "mixture": args.mixture, "model_name": model_name},
   )
   from robust_prompt.model import prompted
 
@@ -202,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
       file=sys.stderr,
     )
   print(
-    f"evaluated {result.num_rows} (task, instruction, example) rows over {len(covered)} task(s) "
+    f"evaluated {result.num_rows} (task, instruction, example) rows over {len({c.task for c in chunks})} task(s) "
     f"-> {output_dir}",
     file=sys.stderr,
   )

@@ -20,10 +20,12 @@ import os
 import pathlib
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from robust_prompt.cli.gin_utils import UserError
 
-IMPORTERS = ("flan", "promptsource", "niv2", "alpaca")
+if TYPE_CHECKING:
+  from robust_prompt.instructions.schema import Instruction
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -236,13 +238,13 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _report(
-  instructions,
+  instructions: Sequence[Instruction],
   column: str,
   benchmarks: Sequence[str],
   data_dir: str | None,
   *,
   shipped: bool,
-  extra: Sequence = (),
+  extra: Sequence[Instruction] = (),
 ) -> int:
   """Coverage table (rendered on real examples when data is at hand) and leakage check."""
   from robust_prompt.data import sources

@@ -1,37 +1,39 @@
 """The logistic instruction x example model behind budgeted evaluation (docs/metrics.md).
 
 For a cell (task t, instruction i, example e) with gold label g = g(e) (the index of the correct
-option; one group when labels are unknown or the task is generative):
+option; a single group when labels are unknown, e.g. generative tasks):
 
-    logit P(correct) = mu[t, split(i)] + nu[t, g] + delta[t, i] + c[t, i, g]
-                       + A[i] + C[i, g]                 (only for instructions shared by tasks)
-                       + b[t, e]
+    logit P(correct) = mu[t, split(i)] + nu[t, g] + A[i] + delta[t, i] + c[t, i, g] + b[t, e]
 
-* `mu` (task x split) and `nu` (task x gold label) are fixed effects (weak N(0, 10^2) priors, only
-  to keep all-correct tasks finite);
-* `delta ~ N(0, s2_delta[t, split])`: how much better or worse an instruction does on the task;
-* `c ~ N(0, s2_c[t])`: the instruction's *label bias* (a phrasing that makes the model favour
-  one option is right on the examples whose answer is that option and wrong on the others; on
-  real grids this is the largest instruction x example interaction);
-* `A ~ N(0, s2_A[split])`, `C ~ N(0, s2_C)`: the part of an instruction's effect (and label
-  bias) shared by every task of a benchmark that uses the same instruction id (MMLU's 57
-  subjects share one instruction set), so a subject with few examples borrows strength;
+* `mu` (task x split) and `nu` (task x gold label) are fixed effects (weak N(0, 10^2) priors,
+  only to keep all-correct tasks finite);
+* `A ~ N(0, s2_A[split])`: the part of an instruction's effect shared by every task of a
+  benchmark that uses the same instruction id (MMLU's 57 subjects share one instruction set), so
+  a subject with few examples borrows strength from the others; absent for an instruction used
+  by one task only;
+* `delta ~ N(0, s2_delta[t, split])`: how much better or worse the instruction does on the task;
+* `c ~ N(0, s2_c[t])`: the instruction's *label bias* on the task: a phrasing that makes the
+  model favour one option is right on the examples whose answer is that option and wrong on the
+  others (on the real grids we have seen, the largest instruction x example interaction);
 * `b ~ N(0, s2_b[t])`: the example's difficulty.
 
-Cells are independent Bernoulli given the effects. The variances are estimated by Laplace EM
-(the mode given the variances by Newton's method, then each variance set to the mean of
-`mode^2 + posterior variance` over its effects, shrunk towards the pooled value over the tasks
-with `PRIOR_COUNT` pseudo-effects), so nothing is tuned by hand.
+Cells are independent Bernoulli given the effects. The variances are estimated, not tuned: the
+mode given the variances by Newton's method, alternating with MacKay's fixed-point update of the
+variances (the Laplace-approximate marginal likelihood's stationary point, the same as EM's), each
+task's variance shrunk towards the pooled value over the benchmark's tasks with `PRIOR_COUNT`
+pseudo-effects (so a split with 4 instructions does not have its spread set by 4 numbers alone).
 
-Newton's method and the posterior draws use the structure: example effects enter one cell row
-each (their precision is diagonal), so they are eliminated first; each task's own effects form a
-small dense block (`P_t = 2 + G + I + I G`); the shared effects are the only coupling between
-tasks and are solved last (`P_s = I_shared (1 + G)`). Nothing of size `[cells, parameters]` is
-ever built, so 57 tasks x 40 instructions x 14k examples fit in seconds.
+Newton's method and the posterior draws use the structure, so nothing of size `[cells,
+parameters]` is built: the example effects enter one column of cells each (diagonal precision)
+and are eliminated first; the label biases enter one (label, instruction) group of cells each
+and are eliminated next, per label (`[I, I]` blocks); each task's remaining own effects are a
+small dense block (`P_t = S + G + I`, S its splits); the shared effects, the only coupling
+between tasks, are solved last (`P_s` = instructions shared by several tasks). 57 tasks x 40
+instructions x 14k examples fit in seconds.
 
 Shape letters (besides metrics.py's `I`, `E`): `G` label groups of a task, `IG = G * I` the
-(label, instruction) groups of cells that share every effect but the example's, `P` parameters
-of a block, `R` posterior draws.
+(label, instruction) groups of cells, which share every effect but the example's, `P_t` / `P_s`
+own / shared effects, `R` posterior draws.
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ class TaskGrid:
     instruction_ids: [I].
     splits: [I] "observed" / "unobserved".
     correct: [I, E] float, 1.0 / 0.0, NaN where the cell was not evaluated.
-    labels: [E] int gold label (correct option index) per example, or None when unknown; -1 for
-      an unknown label turns the label-bias terms off for the task.
+    labels: [E] int gold label (correct option index) per example, or None when unknown (a
+      negative label also turns the label terms off for the task).
     example_ids: [E] or None (the model does not use them; designs and reports do).
   """
 
@@ -75,11 +77,11 @@ class ModelSettings:
   """Which terms the model has and how hard the fit works.
 
   Attributes:
-    label_bias: include the instruction x gold-label terms (`nu`, `c`, `C`).
-    share_instructions: include the shared `A`, `C` for instruction ids used by several tasks of
-      one benchmark.
-    max_iterations: Newton + EM iterations at most.
-    tolerance: stop when the Newton step and the relative change of every variance are below it.
+    label_bias: include the gold-label terms `nu` and `c`.
+    share_instructions: include `A` for instruction ids used by several tasks of a benchmark.
+    max_iterations: Newton + variance iterations at most.
+    tolerance: stop when the Newton step (in logits) and the relative change of every variance
+      are below it.
   """
 
   label_bias: bool = True
@@ -97,11 +99,10 @@ def _expit(x: np.ndarray) -> np.ndarray:
 
 
 def _chol_inverse(a: np.ndarray) -> np.ndarray:
-  """Linv with a = L L^T, Linv = L^-1 (so a^-1 = Linv^T Linv and Linv^T z ~ N(0, a^-1))."""
+  """Linv = L^-1 for a = L L^T (so a^-1 = Linv^T Linv and Linv^T z ~ N(0, a^-1))."""
   if a.shape[0] == 0:
     return np.zeros((0, 0))
-  chol = np.linalg.cholesky(a)
-  return np.linalg.inv(chol)
+  return np.linalg.inv(np.linalg.cholesky(0.5 * (a + a.T)))
 
 
 class _Variances:
@@ -120,13 +121,13 @@ class _Variances:
     return self.index[key]
 
   def update(self, squares: np.ndarray, determined: np.ndarray) -> float:
-    """New variances from per-group sums of mode^2 and of "well-determinedness"; returns the
-    largest relative change.
+    """New variances from per-group sums of mode^2 and of "determinedness"; returns the largest
+    relative change.
 
-    MacKay's fixed point `s2 = sum m^2 / gamma`, `gamma = sum (1 - posterior var / s2)` (the
-    number of effects the data determine): the same fixed point as EM's `s2 = mean(m^2 + var)`
-    but reached in a few iterations where EM crawls (a variance heading towards 0). A pooled
-    prior adds PRIOR_COUNT pseudo-effects at the pool's value.
+    MacKay's update `s2 = sum m^2 / gamma` with `gamma = sum (1 - posterior var / s2)` (how many
+    of the effects the data determine) has EM's fixed point `s2 = mean(m^2 + var)` but reaches it
+    in tens of iterations where EM crawls (a variance heading towards 0). The pool's value
+    enters as PRIOR_COUNT pseudo-effects.
     """
     new = self.value.copy()
     for p in sorted(set(self.pool)):
@@ -141,14 +142,17 @@ class _Variances:
 
 
 class _Task:
-  """One task's evaluated cells, its effects' layout (`Z`, `Y` maps to the IG cell groups) and
-  state (own effects `theta`, example effects `b`)."""
+  """One task's evaluated cells, the layout of its effects and their current modes.
+
+  `z` [IG, P_t] and `y_map` [IG, P_s] are the 0/1 maps from own and shared effects to the
+  (label, instruction) groups (row `g * I + i`); `theta` [P_t] own effects, `c` [IG] label
+  biases (zeros without labels), `b` [E] example effects.
+  """
 
   def __init__(
     self,
     grid: TaskGrid,
     shared: dict[str, int],
-    n_shared_labels: int,
     variances: _Variances,
     settings: ModelSettings,
   ):
@@ -162,14 +166,15 @@ class _Task:
       self.n_groups = int(labels.max()) + 1
       if not 2 <= self.n_groups <= MAX_LABEL_GROUPS:
         self.n_groups = 1
-    self.labels = labels if self.n_groups > 1 else np.zeros(self.n_ex, dtype=np.int64)
+    self.has_labels = self.n_groups > 1
+    self.labels = labels if self.has_labels else np.zeros(self.n_ex, dtype=np.int64)
     # Evaluated cells as flat arrays: only they enter the likelihood (a tenth of the grid at 10%).
     self.cell_i, self.cell_e = np.nonzero(~self.missing)
     self.cell_y = correct[self.cell_i, self.cell_e]
     self.cell_k = self.labels[self.cell_e] * self.n_inst + self.cell_i
     self.observed_sum = np.nansum(correct, axis=1)
     self.n_missing = self.missing.sum(axis=1)
-    # Per label group g: its examples, and where each evaluated cell sits in its [I, E_g] block.
+    # Per label group: its examples, and where each evaluated cell sits in its [I, E_g] block.
     self.columns = [np.nonzero(self.labels == g)[0] for g in range(self.n_groups)]
     position = np.zeros(self.n_ex, dtype=np.int64)
     for cols in self.columns:
@@ -178,113 +183,131 @@ class _Task:
     self.group_cells = [np.nonzero(cell_g == g)[0] for g in range(self.n_groups)]
     self.cell_col = position[self.cell_e]
     n_i, n_g = self.n_inst, self.n_groups
-    splits = sorted(set(grid.splits))
-    # Own effects: mu per split, nu per label group, delta per instruction, c per (label, inst).
-    names: list[tuple] = [("mu", s) for s in splits]
-    if n_g > 1:
-      names += [("nu", g) for g in range(n_g)]
+    names: list[tuple] = [("mu", s) for s in sorted(set(grid.splits))]
+    names += [("nu", g) for g in range(n_g)] if self.has_labels else []
     names += [("delta", i) for i in range(n_i)]
-    if n_g > 1:
-      names += [("c", g, i) for g in range(n_g) for i in range(n_i)]
     column = {name: k for k, name in enumerate(names)}
     self.z = np.zeros((n_g * n_i, len(names)))
-    self.y_map = np.zeros((n_g * n_i, len(shared) * (1 + n_shared_labels)))
+    self.y_map = np.zeros((n_g * n_i, len(shared)))
     for g in range(n_g):
       for i in range(n_i):
         row = g * n_i + i
         self.z[row, column[("mu", grid.splits[i])]] = 1.0
         self.z[row, column[("delta", i)]] = 1.0
-        if n_g > 1:
+        if self.has_labels:
           self.z[row, column[("nu", g)]] = 1.0
-          self.z[row, column[("c", g, i)]] = 1.0
-        k = shared.get(grid.instruction_ids[i])
-        if k is not None:
-          self.y_map[row, k] = 1.0  # A[k]
-          if n_g > 1 and n_shared_labels:
-            self.y_map[row, len(shared) + k * n_shared_labels + g] = 1.0  # C[k, g]
+        if grid.instruction_ids[i] in shared:
+          self.y_map[row, shared[grid.instruction_ids[i]]] = 1.0
     group = []
     for name in names:
       if name[0] == "delta":
         split = grid.splits[name[1]]
         group.append(variances.add(("delta", grid.task, split), ("delta", split)))
-      elif name[0] == "c":
-        group.append(variances.add(("c", grid.task), ("c",)))
       else:
-        group.append(-1)
+        group.append(-1)  # fixed effect
     self.group = np.array(group, dtype=np.int64)
+    self.c_group = variances.add(("c", grid.task), ("c",)) if self.has_labels else -1
     self.b_group = variances.add(("b", grid.task), ("b",))
     self.theta = np.zeros(len(names))
+    self.c = np.zeros(n_g * n_i)
     self.b = np.zeros(self.n_ex)
 
-  def kappa(self, phi: np.ndarray) -> np.ndarray:
-    """[IG] linear predictor of each (label, instruction) group without the example effect."""
-    return self.z @ self.theta + self.y_map @ phi
+  def blocks(self) -> list[slice]:
+    """Rows of each label group in the IG vectors."""
+    return [slice(g * self.n_inst, (g + 1) * self.n_inst) for g in range(self.n_groups)]
 
-  def cell_eta(self, kappa: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[n] logits of the evaluated cells."""
-    return kappa[self.cell_k] + b[self.cell_e]
+  def kappa(self, phi: np.ndarray, theta=None, c=None) -> np.ndarray:
+    """[IG] logit of each (label, instruction) group of cells, without the example effect."""
+    theta = self.theta if theta is None else theta
+    c = self.c if c is None else c
+    return self.z @ theta + self.y_map @ phi + c
 
-  def log_likelihood(self, eta: np.ndarray) -> float:
+  def log_likelihood(self, kappa: np.ndarray, b: np.ndarray) -> float:
+    eta = kappa[self.cell_k] + b[self.cell_e]
     return float(np.sum(self.cell_y * eta - _softplus(eta)))
 
   def weight_blocks(self, w: np.ndarray) -> list[np.ndarray]:
     """Per label group, [I, E_g] dense cell weights (0 where not evaluated)."""
-    blocks = []
+    out = []
     for g, cols in enumerate(self.columns):
       block = np.zeros((self.n_inst, cols.size))
       sel = self.group_cells[g]
       block[self.cell_i[sel], self.cell_col[sel]] = w[sel]
-      blocks.append(block)
-    return blocks
+      out.append(block)
+    return out
 
-  def w_transpose(self, blocks: list[np.ndarray], d_kappa: np.ndarray) -> np.ndarray:
-    """[E, ...] sum over an example's cells of weight x change of its group predictor."""
+  def w_transpose(self, w_blocks: list[np.ndarray], d_kappa: np.ndarray) -> np.ndarray:
+    """[E, ...]: for each example, the sum over its cells of weight x `d_kappa` of the cell."""
     out = np.zeros((self.n_ex,) + d_kappa.shape[1:])
-    for g, (cols, block) in enumerate(zip(self.columns, blocks)):
-      out[cols] = block.T @ d_kappa[g * self.n_inst : (g + 1) * self.n_inst]
+    for cols, block, rows in zip(self.columns, w_blocks, self.blocks()):
+      out[cols] = block.T @ d_kappa[rows]
     return out
 
 
 @dataclasses.dataclass
 class _Factors:
-  """What Newton's method, the EM update and the draws need at one point of one task."""
+  """One task's pieces of the Newton system and of the posterior at the current point.
 
-  d: np.ndarray  # [E] precision of the example effects given the rest
-  w: list  # per label group [I, E_g] Bernoulli weights of the cells (0 where not evaluated)
+  Example effects and label biases are eliminated; what is left is in terms of the own effects
+  (`a_linv`, `a_inv_b`, `rhs`) and the shared ones (`s_part`, `rs_part`).
+  """
+
+  d: np.ndarray  # [E] precision of the example effects given everything else
+  w: list  # per label group [I, E_g] cell weights p (1 - p) (0 where not evaluated)
   gb: np.ndarray  # [E] gradient of the example effects
-  k: np.ndarray  # [IG, IG] precision of the cell-group predictors, example effects eliminated
-  gk: np.ndarray  # [IG] matching gradient
+  k: list  # per label group [I, I] precision of the group logits, examples eliminated
+  q_linv: list  # per label group [I, I] inverse Cholesky factor of (k + 1/s2_c) (labels only)
+  rhs_c: np.ndarray  # [IG] gradient of the label biases, examples eliminated
   a_linv: np.ndarray  # [P_t, P_t] inverse Cholesky factor of the own effects' precision
-  a_inv_b: np.ndarray  # [P_t, P_s]
-  rhs: np.ndarray  # [P_t]
+  a_inv_b: np.ndarray  # [P_t, P_s] A^-1 B, B the own x shared precision
+  rhs: np.ndarray  # [P_t] gradient of the own effects, examples and label biases eliminated
+  s_part: np.ndarray  # [P_s, P_s] this task's term of the shared effects' precision
+  rs_part: np.ndarray  # [P_s] and of their gradient
 
 
-def _task_factors(t: _Task, phi: np.ndarray, lam: np.ndarray, lam_b: float) -> _Factors:
-  kappa = t.kappa(phi)
-  p = _expit(t.cell_eta(kappa, t.b))
+def _task_factors(t: _Task, phi: np.ndarray, lam: np.ndarray, lam_c: float, lam_b: float):
+  p = _expit(t.kappa(phi)[t.cell_k] + t.b[t.cell_e])
   w, r = p * (1.0 - p), t.cell_y - p
   d = np.bincount(t.cell_e, w, t.n_ex) + lam_b
   gb = np.bincount(t.cell_e, r, t.n_ex) - lam_b * t.b
-  n_i, n_ig = t.n_inst, t.n_groups * t.n_inst
+  n_ig = t.n_groups * t.n_inst
   wk, rk = np.bincount(t.cell_k, w, n_ig), np.bincount(t.cell_k, r, n_ig)
-  blocks = t.weight_blocks(w)
-  k = np.zeros((n_ig, n_ig))
-  gk = np.zeros(n_ig)
-  for g, (cols, wg) in enumerate(zip(t.columns, blocks)):
+  w_blocks = t.weight_blocks(w)
+  k_eff = np.zeros((n_ig, n_ig))
+  g_eff = np.zeros(n_ig)
+  k_blocks, q_linvs = [], []
+  rhs_c = rk * 0.0
+  for cols, wg, rows in zip(t.columns, w_blocks, t.blocks()):
     dg = d[cols]
-    block = slice(g * n_i, (g + 1) * n_i)
-    k[block, block] = np.diag(wk[block]) - (wg / dg) @ wg.T
-    gk[block] = rk[block] - wg @ (gb[cols] / dg)
-  zk = t.z.T @ k
-  a = zk @ t.z + np.diag(lam)
-  a_linv = _chol_inverse(0.5 * (a + a.T))
-  a_inv = a_linv.T @ a_linv
-  rhs = t.z.T @ gk - lam * t.theta
-  return _Factors(d, blocks, gb, k, gk, a_linv, a_inv @ (zk @ t.y_map), rhs)
+    kg = np.diag(wk[rows]) - (wg / dg) @ wg.T
+    gg = rk[rows] - wg @ (gb[cols] / dg)
+    k_blocks.append(kg)
+    if t.has_labels:
+      # Eliminate this label's biases c: precision kg + lam_c, so Q = (kg + lam_c)^-1 and what is
+      # left for the other effects is kg - kg Q kg with gradient gg - kg Q (gg - lam_c c).
+      q_linv = _chol_inverse(kg + lam_c * np.eye(t.n_inst))
+      q = q_linv.T @ q_linv
+      rhs_c[rows] = gg - lam_c * t.c[rows]
+      kq = kg @ q
+      k_eff[rows, rows] = kg - kq @ kg
+      g_eff[rows] = gg - kq @ rhs_c[rows]
+      q_linvs.append(q_linv)
+    else:
+      k_eff[rows, rows] = kg
+      g_eff[rows] = gg
+  zk = t.z.T @ k_eff
+  a_linv = _chol_inverse(zk @ t.z + np.diag(lam))
+  b = zk @ t.y_map
+  a_inv_b = a_linv.T @ (a_linv @ b)
+  rhs = t.z.T @ g_eff - lam * t.theta
+  yk = t.y_map.T @ k_eff
+  s_part = yk @ t.y_map - b.T @ a_inv_b
+  rs_part = t.y_map.T @ g_eff - a_inv_b.T @ rhs
+  return _Factors(d, w_blocks, gb, k_blocks, q_linvs, rhs_c, a_linv, a_inv_b, rhs, s_part, rs_part)
 
 
 def _grid_logits(t: _Task, kappa: np.ndarray, b: np.ndarray) -> np.ndarray:
-  """[R, I, E] logits of every cell from [R, IG] group predictors and [R, E] example effects."""
+  """[R, I, E] logits of every cell from [R, IG] group logits and [R, E] example effects."""
   per_group = kappa.reshape(kappa.shape[0], t.n_groups, t.n_inst)
   return np.transpose(per_group[:, t.labels, :], (0, 2, 1)) + b[:, None, :]
 
@@ -292,83 +315,104 @@ def _grid_logits(t: _Task, kappa: np.ndarray, b: np.ndarray) -> np.ndarray:
 class ModelFit:
   """The fitted model of one benchmark's tasks: modes, variances and posterior draws.
 
-  Build with `fit`. `tasks[k]` follows the order of the grids passed to `fit`.
+  Made by `fit`; `tasks[k]` follows the order of the grids given to it.
   """
 
-  def __init__(self, tasks: list[_Task], phi: np.ndarray, phi_group: np.ndarray, variances):
+  def __init__(self, tasks: list[_Task], phi_group: np.ndarray, variances: _Variances):
     self.tasks = tasks
-    self.phi = phi
+    self.phi = np.zeros(len(phi_group))
     self.phi_group = phi_group
     self.variances = variances
     self.iterations = 0
     self.converged = False
 
-  # -- the pieces of one Newton / EM iteration ----------------------------------------------------
-
-  def _precisions(self, t: _Task) -> tuple[np.ndarray, float]:
-    variance = np.where(t.group >= 0, self.variances.value[t.group], FIXED_PRIOR_VARIANCE)
-    lam = 1.0 / variance
-    return lam, 1.0 / float(self.variances.value[t.b_group])
+  def _precisions(self, t: _Task) -> tuple[np.ndarray, float, float]:
+    """Prior precisions of the own effects [P_t], of the label biases and of the examples."""
+    v = self.variances.value
+    lam = 1.0 / np.where(t.group >= 0, v[t.group], FIXED_PRIOR_VARIANCE)
+    lam_c = 1.0 / v[t.c_group] if t.has_labels else 0.0
+    return lam, lam_c, 1.0 / v[t.b_group]
 
   def _phi_precision(self) -> np.ndarray:
     return 1.0 / self.variances.value[self.phi_group] if self.phi.size else np.zeros(0)
 
-  def _factors(self):
-    factors = [self._factors_of(t) for t in self.tasks]
+  def _factors(self) -> tuple[list[_Factors], np.ndarray, np.ndarray]:
+    """Every task's factors, the shared effects' inverse Cholesky factor and gradient."""
+    factors = [_task_factors(t, self.phi, *self._precisions(t)) for t in self.tasks]
     lam_phi = self._phi_precision()
-    s = np.diag(lam_phi)
-    rs = -lam_phi * self.phi
-    for t, f in zip(self.tasks, factors):
-      b = t.z.T @ f.k @ t.y_map
-      s += t.y_map.T @ f.k @ t.y_map - b.T @ f.a_inv_b
-      rs += t.y_map.T @ f.gk - f.a_inv_b.T @ f.rhs
-    s_linv = _chol_inverse(0.5 * (s + s.T))
-    return factors, s_linv, rs
+    s = np.diag(lam_phi) + sum((f.s_part for f in factors), np.zeros((self.phi.size,) * 2))
+    rs = -lam_phi * self.phi + sum((f.rs_part for f in factors), np.zeros(self.phi.size))
+    return factors, _chol_inverse(s), rs
 
-  def _factors_of(self, t: _Task) -> _Factors:
-    lam, lam_b = self._precisions(t)
-    return _task_factors(t, self.phi, lam, lam_b)
-
-  def _log_posterior(self, thetas, bs, phi) -> float:
+  def _log_posterior(self, state) -> float:
+    phi, per_task = state
     total = -0.5 * float(np.sum(self._phi_precision() * phi**2))
-    for t, theta, b in zip(self.tasks, thetas, bs):
-      lam, lam_b = self._precisions(t)
-      kappa = t.z @ theta + t.y_map @ phi
-      total += t.log_likelihood(t.cell_eta(kappa, b))
-      total -= 0.5 * (float(np.sum(lam * theta**2)) + lam_b * float(np.sum(b**2)))
+    for t, (theta, c, b) in zip(self.tasks, per_task):
+      lam, lam_c, lam_b = self._precisions(t)
+      total += t.log_likelihood(t.kappa(phi, theta, c), b)
+      prior = np.sum(lam * theta**2) + lam_c * np.sum(c**2) + lam_b * np.sum(b**2)
+      total -= 0.5 * float(prior)
     return total
 
   def _newton_step(self, factors, s_linv, rs) -> float:
-    """One damped Newton step at fixed variances; returns the largest parameter change."""
+    """One damped Newton step at fixed variances; returns the largest change of an effect."""
     d_phi = s_linv.T @ (s_linv @ rs)
     steps = []
     for t, f in zip(self.tasks, factors):
-      a_inv = f.a_linv.T @ f.a_linv
-      d_theta = a_inv @ f.rhs - f.a_inv_b @ d_phi
+      d_theta = f.a_linv.T @ (f.a_linv @ f.rhs) - f.a_inv_b @ d_phi
       d_kappa = t.z @ d_theta + t.y_map @ d_phi
-      steps.append((d_theta, (f.gb - t.w_transpose(f.w, d_kappa)) / f.d))
-    before = self._log_posterior(
-      [t.theta for t in self.tasks], [t.b for t in self.tasks], self.phi
-    )
+      d_c = np.zeros_like(t.c)
+      if t.has_labels:
+        for rows, kg, q_linv in zip(t.blocks(), f.k, f.q_linv):
+          d_c[rows] = q_linv.T @ (q_linv @ (f.rhs_c[rows] - kg @ d_kappa[rows]))
+      d_b = (f.gb - t.w_transpose(f.w, d_kappa + d_c)) / f.d
+      steps.append((d_theta, d_c, d_b))
+
+    def moved(scale):
+      return self.phi + scale * d_phi, [
+        (t.theta + scale * dt, t.c + scale * dc, t.b + scale * db)
+        for t, (dt, dc, db) in zip(self.tasks, steps)
+      ]
+
+    before = self._log_posterior((self.phi, [(t.theta, t.c, t.b) for t in self.tasks]))
     scale = 1.0
-    for _ in range(30):
-      thetas = [t.theta + scale * s[0] for t, s in zip(self.tasks, steps)]
-      bs = [t.b + scale * s[1] for t, s in zip(self.tasks, steps)]
-      phi = self.phi + scale * d_phi
-      if self._log_posterior(thetas, bs, phi) >= before - 1e-9 * abs(before):
+    for _ in range(30):  # the objective is concave: halving finds an ascent step
+      state = moved(scale)
+      if self._log_posterior(state) >= before - 1e-9 * abs(before):
         break
       scale *= 0.5
-    for t, theta, b in zip(self.tasks, thetas, bs):
-      t.theta, t.b = theta, b
-    self.phi = phi
-    sizes = [np.max(np.abs(scale * d_phi), initial=0.0)]
-    sizes += [max(np.max(np.abs(scale * a), initial=0), np.max(np.abs(scale * b), initial=0))
-              for a, b in steps]  # fmt: skip
-    return float(max(sizes))
+    self.phi = state[0]
+    for t, (theta, c, b) in zip(self.tasks, state[1]):
+      t.theta, t.c, t.b = theta, c, b
+    sizes = [np.abs(d_phi)] + [np.abs(x) for step in steps for x in step]
+    return scale * float(max((np.max(x, initial=0.0) for x in sizes), default=0.0))
 
-  def _em_update(self, factors, s_linv) -> float:
-    """Updates the variances at the current mode (see `_Variances.update`); returns the largest
-    relative change."""
+  def _covariances(self, t: _Task, f: _Factors, s_linv: np.ndarray):
+    """Posterior variances of the own effects [P_t] and label biases [IG], and the posterior
+    covariance of the group logits kappa per label group ([I, I] each)."""
+    a_inv = f.a_linv.T @ f.a_linv
+    shared = f.a_inv_b @ s_linv.T  # [P_t, P_s]
+    var_theta = np.diag(a_inv) + np.sum(shared**2, axis=1)
+    # m = z theta + y_map phi; Cov(m) = z A^-1 z^T + V S^-1 V^T with V = y_map - z A^-1 B.
+    za = t.z @ f.a_linv.T
+    v = (t.y_map - t.z @ f.a_inv_b) @ s_linv.T
+    var_c = np.zeros(t.c.size)
+    cov_kappa = []
+    lam_c = self._precisions(t)[1]
+    for g, rows in enumerate(t.blocks()):
+      cov_m = za[rows] @ za[rows].T + v[rows] @ v[rows].T
+      if not t.has_labels:
+        cov_kappa.append(cov_m)
+        continue
+      # c | m ~ N(c_hat - Q k dm, Q): kappa = m + c moves by (I - Q k) dm = lam_c Q dm.
+      q = f.q_linv[g].T @ f.q_linv[g]
+      qk = q @ f.k[g]
+      var_c[rows] = np.diag(q) + np.sum((qk @ cov_m) * qk, axis=1)
+      cov_kappa.append(lam_c**2 * q @ cov_m @ q + q)
+    return var_theta, var_c, cov_kappa
+
+  def _update_variances(self, factors, s_linv) -> float:
+    """MacKay's update of every variance at the current mode; returns the largest rel. change."""
     n_groups = len(self.variances.pool)
     squares, determined = np.zeros(n_groups), np.zeros(n_groups)
     value = self.variances.value
@@ -380,32 +424,23 @@ class ModelFit:
     if self.phi.size:
       add(self.phi_group, self.phi, np.sum(s_linv**2, axis=0))  # diag S^-1: column norms
     for t, f in zip(self.tasks, factors):
-      var_theta, cov_kappa = self._posterior_cov(t, f, s_linv)
+      var_theta, var_c, cov_kappa = self._covariances(t, f, s_linv)
       own = t.group >= 0
       add(t.group[own], t.theta[own], var_theta[own])
+      if t.has_labels:
+        add(np.full(t.c.size, t.c_group), t.c, var_c)
       var_b = 1.0 / f.d
-      for g, (cols, wg) in enumerate(zip(t.columns, f.w)):
-        block = slice(g * t.n_inst, (g + 1) * t.n_inst)
-        m = (wg / f.d[cols]).T  # [E_g, I]
-        var_b[cols] += np.sum((m @ cov_kappa[block, block]) * m, axis=1)
+      for cols, wg, cov in zip(t.columns, f.w, cov_kappa):
+        m = (wg / f.d[cols]).T  # [E_g, I]: b moves by -m dkappa
+        var_b[cols] += np.sum((m @ cov) * m, axis=1)
       add(np.full(t.n_ex, t.b_group), t.b, var_b)
     return self.variances.update(squares, determined)
-
-  @staticmethod
-  def _posterior_cov(t: _Task, f: _Factors, s_linv: np.ndarray):
-    """diag Cov(own effects) [P_t] and Cov(cell-group predictors) [IG, IG]."""
-    a_inv = f.a_linv.T @ f.a_linv
-    shared = f.a_inv_b @ s_linv.T  # [P_t, P_s]
-    var_theta = np.diag(a_inv) + np.sum(shared**2, axis=1)
-    v = (t.y_map - t.z @ f.a_inv_b) @ s_linv.T  # [IG, P_s]
-    cov_kappa = t.z @ a_inv @ t.z.T + v @ v.T
-    return var_theta, cov_kappa
 
   # -- results ------------------------------------------------------------------------------------
 
   def plugin_accuracy(self) -> list[np.ndarray]:
-    """[I] per task: the mean over examples of the evaluated value, or of the fitted probability
-    (at the posterior mode) where the cell was not evaluated."""
+    """[I] per task: mean over examples of the evaluated value where the cell was evaluated and
+    the fitted probability (at the posterior mode) elsewhere."""
     out = []
     for t in self.tasks:
       p = _expit(_grid_logits(t, t.kappa(self.phi)[None], t.b[None]))[0]
@@ -414,13 +449,13 @@ class ModelFit:
     return out
 
   def accuracy_draws(self, n_draws: int, seed) -> list[np.ndarray]:
-    """[R, I] per task: draws of the full-grid accuracy of every instruction.
+    """[R, I] per task: posterior draws of every instruction's full-grid accuracy.
 
-    Each draw takes the effects from the Laplace posterior (a joint Gaussian draw: shared, then
-    each task's own given them, then the examples' given both) and the not-evaluated cells'
-    outcomes from Bernoulli(p): their number per instruction is drawn from its normal
-    approximation (mean sum p, variance sum p (1 - p)), rounded to an integer in the possible
-    range, so an instruction that is always right stays exactly at 1. Evaluated cells keep their
+    A draw takes the effects from the Laplace posterior, jointly (shared effects; each task's
+    own given them; label biases given those; example effects given all), then the outcomes of
+    the cells not evaluated from Bernoulli(p): their number per instruction from its normal
+    approximation (mean sum p, variance sum p (1 - p)) rounded to an integer in the possible
+    range, so an instruction right everywhere stays exactly at 1. Evaluated cells keep their
     value. The same seed gives the same draws.
     """
     rng = np.random.default_rng(seed)
@@ -433,8 +468,11 @@ class ModelFit:
         continue
       d_theta = f.a_linv.T @ rng.standard_normal((t.theta.size, n_draws)) - f.a_inv_b @ d_phi
       d_kappa = t.z @ d_theta + t.y_map @ d_phi  # [IG, R]
+      if t.has_labels:
+        for rows, kg, q_linv in zip(t.blocks(), f.k, f.q_linv):
+          noise = q_linv.T @ rng.standard_normal((t.n_inst, n_draws))
+          d_kappa[rows] += noise - q_linv.T @ (q_linv @ (kg @ d_kappa[rows]))
       kappa = (t.kappa(self.phi)[:, None] + d_kappa).T  # [R, IG]
-      # Example effects given the rest: mean shifted by the change of their cells' predictors.
       b = t.b[None, :] - (t.w_transpose(f.w, d_kappa) / f.d[:, None]).T
       b = b + rng.standard_normal(b.shape) / np.sqrt(f.d)  # [R, E]
       chunk = max(1, _DRAW_CHUNK_CELLS // max(t.n_inst * t.n_ex, 1))
@@ -444,13 +482,12 @@ class ModelFit:
         p = np.where(t.missing[None], _expit(_grid_logits(t, kappa[r], b[r])), 0.0)
         mean, var = p.sum(axis=2), (p * (1.0 - p)).sum(axis=2)
         total = np.rint(mean + np.sqrt(var) * rng.standard_normal(mean.shape))
-        total = np.clip(total, 0.0, t.n_missing[None, :])
-        acc[r] = (t.observed_sum[None, :] + total) / t.n_ex
+        acc[r] = (t.observed_sum[None, :] + np.clip(total, 0.0, t.n_missing[None, :])) / t.n_ex
       out.append(acc)
     return out
 
   def variance_components(self) -> dict[str, float]:
-    """Fitted variances by name ("delta/mmlu:anatomy/observed", "b/mmlu:anatomy", "A/observed")."""
+    """Fitted variances by name: "delta/<task>/<split>", "c/<task>", "b/<task>", "A/<split>"."""
     return {
       "/".join(str(x) for x in key): float(self.variances.value[k])
       for key, k in self.variances.index.items()
@@ -461,11 +498,11 @@ def fit(grids: Sequence[TaskGrid], settings: ModelSettings = ModelSettings()) ->
   """Fits the model jointly to the tasks of one benchmark (see the module docstring).
 
   Args:
-    grids: the tasks; instruction ids used by two or more of them share `A` (and `C`).
+    grids: the tasks; an instruction id used by two or more of them gets a shared effect `A`.
     settings: terms and stopping rule.
 
   Returns:
-    The fit; `fit.converged` tells whether the stopping rule was met within `max_iterations`.
+    The fit; `fit.converged` says whether the stopping rule was met within `max_iterations`.
   """
   variances = _Variances()
   uses: dict[str, set[str]] = {}
@@ -477,22 +514,13 @@ def fit(grids: Sequence[TaskGrid], settings: ModelSettings = ModelSettings()) ->
   if not settings.share_instructions:
     shared_ids = []
   shared = {iid: k for k, iid in enumerate(shared_ids)}
-  n_shared_labels = 0
-  if settings.label_bias and shared_ids:
-    sizes = []
-    for g in grids:
-      if g.labels is not None and len(g.labels) and np.min(g.labels) >= 0:
-        sizes.append(int(np.max(g.labels)) + 1)
-    n_shared_labels = max([s for s in sizes if 2 <= s <= MAX_LABEL_GROUPS], default=0)
-  tasks = [_Task(g, shared, n_shared_labels, variances, settings) for g in grids]
+  tasks = [_Task(g, shared, variances, settings) for g in grids]
   phi_group = [variances.add(("A", split_of[i]), ("A", split_of[i])) for i in shared_ids]
-  if n_shared_labels:
-    phi_group += [variances.add(("C",), ("C",))] * (len(shared_ids) * n_shared_labels)
-  model = ModelFit(tasks, np.zeros(len(phi_group)), np.array(phi_group, dtype=np.int64), variances)
+  model = ModelFit(tasks, np.array(phi_group, dtype=np.int64), variances)
   for iteration in range(1, settings.max_iterations + 1):
     factors, s_linv, rs = model._factors()
     step = model._newton_step(factors, s_linv, rs)
-    change = model._em_update(factors, s_linv)
+    change = model._update_variances(factors, s_linv)
     model.iterations = iteration
     if step < settings.tolerance and change < settings.tolerance:
       model.converged = True

@@ -92,9 +92,17 @@ def _tasks_of(path: pathlib.Path, node: ast.Dict) -> dict[str, NIV2Task]:
       raise InstructionError(
         "an entry is not a literal", file=str(path), line=getattr(key, "lineno", 1)
       ) from None
+    if not isinstance(name, str) or not isinstance(meta, dict):
+      raise InstructionError(
+        "each entry must be 'task name': {definition, positive_examples, ...}",
+        file=str(path),
+        line=getattr(key, "lineno", 1),
+      )
     example = meta.get("positive_examples") or {}
     if isinstance(example, list):
       example = example[0] if example else {}
+    if not isinstance(example, dict):
+      example = {}
     tasks[name] = NIV2Task(
       name=name,
       definition=str(meta.get("definition", "")),

@@ -416,12 +416,12 @@ def convert_template(
   parts = split_at(strip_guard(tokenize(jinja)))
   if len(parts) != 2:
     raise JinjaError("jinja must have exactly one '|||' (input ||| target)", "syntax")
-  check_target(parts[1], choices)
   if choices.kind == "fixed":
     raise JinjaError(
       f"answer choices {list(choices.fixed)} are fixed labels, not the example's options",
       "choices",
     )
+  check_target(parts[1], choices)
   names = {name.replace(".", "_") for name in drop} | {k.replace(".", "_") for k in (bind or {})}
   converter = _InputConverter(choices, file_options, mapping, names)
   template, options_format = converter.convert(parts[0])

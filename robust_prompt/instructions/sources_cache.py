@@ -110,7 +110,7 @@ PROMPTSOURCE = PinnedTree(
   commit=PROMPTSOURCE_COMMIT,
   subdir="promptsource/templates",
   pattern="templates.yaml",
-  digest="b0f494a59ae1e9493066e93934ea47271b99d89250b76496905be4b252b89c53",
+  digest="753af84b996e4114b85568c92c3cdfdee8afd7daca5294a564b68eb50dd74528",
 )
 SOURCES = {"flan_v2": FLAN, "promptsource": PROMPTSOURCE}
 
