@@ -188,3 +188,27 @@ def test_compilation_cache_keeps_fast_compiles(tmp_path):
       first = entries
   assert outputs[0] == outputs[1]
   assert entries == first  # the second run compiled nothing new: it loaded the entry
+
+
+@pytest.mark.parametrize(
+  "raised, code, word", [(KeyboardInterrupt, 130, "interrupted"), ("sigterm", 143, "terminated")]
+)
+def test_interrupt_and_sigterm_end_with_one_line(monkeypatch, capsys, raised, code, word):
+  """Ctrl-C and SIGTERM: one line saying how to resume, exit 130 / 143, no traceback."""
+  import os
+  import signal
+
+  from robust_prompt.cli import main as cli_main
+  from robust_prompt.cli import tasks as tasks_cli
+
+  def run(args):
+    if raised == "sigterm":
+      os.kill(os.getpid(), signal.SIGTERM)
+    else:
+      raise raised()
+
+  monkeypatch.setattr(tasks_cli, "run", run)
+  assert cli_main.main(["tasks"]) == code
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f"robust-prompt tasks: {word}; rerun the same command to resume"]
+  assert signal.getsignal(signal.SIGTERM) is not cli_main._Terminated  # handler restored

@@ -175,7 +175,7 @@ def _register_benchmark(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
   from robust_prompt import io_utils, seqio_tasks
   from robust_prompt.data.example import DataError
-  from robust_prompt.eval import engine, registry, resume
+  from robust_prompt.eval import checks, engine, registry, resume
   from robust_prompt.instructions.schema import InstructionError
   from robust_prompt.model import soft_prompt
 
@@ -236,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
       run_fingerprint=fp,
       progress=not args.no_progress,
     )
-  except resume.FingerprintMismatch as e:
+  except (resume.FingerprintMismatch, checks.NonFiniteScoreError) as e:
     raise UserError(str(e)) from e
   if result.resumed_chunks:
     print(

@@ -162,6 +162,16 @@ def main(argv: list[str] | None = None) -> int:
   module = _command_module(args.command)
   if gin_bindings and not getattr(module, "USES_GIN", False):
     parser.error(f"`{args.command}` takes no --gin.NAME=value flags (got {gin_bindings[0]!r})")
+  import signal
+
+  def _terminate(signum, frame):
+    raise _Terminated()
+
+  # SIGTERM (a scheduler's pre-emption) ends the run as Ctrl-C does: finished work is on disk.
+  try:
+    previous = signal.signal(signal.SIGTERM, _terminate)
+  except ValueError:  # not the main thread (an embedding program): leave signals alone
+    previous = None
   try:
     if args.command in DISTRIBUTED_COMMANDS:
       _import_tensorflow_quietly()
@@ -171,6 +181,24 @@ def main(argv: list[str] | None = None) -> int:
   except gin_utils.UserError as e:
     print(f"robust-prompt {args.command}: error: {e}", file=sys.stderr)
     return 1
+  except KeyboardInterrupt:
+    print(
+      f"robust-prompt {args.command}: interrupted; rerun the same command to resume",
+      file=sys.stderr,
+    )
+    return 130
+  except _Terminated:
+    print(
+      f"robust-prompt {args.command}: terminated; rerun the same command to resume", file=sys.stderr
+    )
+    return 143
+  finally:
+    if previous is not None:
+      signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(BaseException):
+  """SIGTERM, raised in the main thread (a BaseException, like KeyboardInterrupt)."""
 
 
 if __name__ == "__main__":

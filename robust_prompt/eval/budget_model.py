@@ -80,8 +80,8 @@ class ModelSettings:
     label_bias: include the gold-label terms `nu` and `c`.
     share_instructions: include `A` for instruction ids used by several tasks of a benchmark.
     max_iterations: Newton + variance iterations at most.
-    tolerance: stop when the Newton step (in logits) and the relative change of every variance
-      are below it.
+    tolerance: stop when the Newton step and the change of every variance's standard deviation
+      (in logits; relative above 1) are below it.
   """
 
   label_bias: bool = True
@@ -122,7 +122,7 @@ class _Variances:
 
   def update(self, squares: np.ndarray, determined: np.ndarray) -> float:
     """New variances from per-group sums of mode^2 and of "determinedness"; returns the largest
-    relative change.
+    change of a standard deviation (relative above 1, absolute below).
 
     MacKay's update `s2 = sum m^2 / gamma` with `gamma = sum (1 - posterior var / s2)` (how many
     of the effects the data determine) has EM's fixed point `s2 = mean(m^2 + var)` but reaches it
@@ -136,7 +136,10 @@ class _Variances:
       pooled = float(np.clip(pooled, *VARIANCE_RANGE))
       new[members] = (squares[members] + PRIOR_COUNT * pooled) / (determined[members] + PRIOR_COUNT)
     new = np.clip(new, *VARIANCE_RANGE)
-    change = float(np.max(np.abs(new - self.value) / self.value)) if new.size else 0.0
+    # Change of the standard deviation, relative above 1 logit and absolute below: a variance
+    # heading to 0 stops mattering long before its relative change gets small.
+    sd_new, sd_old = np.sqrt(new), np.sqrt(self.value)
+    change = float(np.max(np.abs(sd_new - sd_old) / np.maximum(sd_old, 1.0), initial=0.0))
     self.value = new
     return change
 
@@ -306,6 +309,39 @@ def _task_factors(t: _Task, phi: np.ndarray, lam: np.ndarray, lam_c: float, lam_
   return _Factors(d, w_blocks, gb, k_blocks, q_linvs, rhs_c, a_linv, a_inv_b, rhs, s_part, rs_part)
 
 
+def _missing_moments(t: _Task, kappa: np.ndarray, b: np.ndarray):
+  """Sum of p and of p (1 - p) over each instruction's cells not evaluated, for every draw.
+
+  Args:
+    t: the task.
+    kappa: [R, IG] float32 group logits; b: [R, E] float32 example effects.
+
+  Returns:
+    ([R, I], [R, I]) float64. float32 and in-place passes per label group: this is the one
+    place that touches every cell once per draw.
+  """
+  n_draws = kappa.shape[0]
+  mean = np.zeros((n_draws, t.n_inst))
+  square = np.zeros((n_draws, t.n_inst))
+  missing = [t.missing[:, cols].astype(np.float32) for cols in t.columns]
+  chunk = max(1, _DRAW_CHUNK_CELLS // max(t.n_inst * t.n_ex, 1))
+  for start in range(0, n_draws, chunk):
+    r = slice(start, min(n_draws, start + chunk))
+    for cols, rows, mask in zip(t.columns, t.blocks(), missing):
+      if not cols.size:
+        continue
+      x = kappa[r, rows][:, :, None] + b[r][:, None, cols]  # [r, I, E_g] logits
+      np.negative(x, out=x)
+      with np.errstate(over="ignore"):  # exp(large) = inf gives p = 0, as it should
+        np.exp(x, out=x)
+      x += 1.0
+      np.reciprocal(x, out=x)  # p
+      x *= mask
+      mean[r] += x.sum(axis=2, dtype=np.float64)
+      square[r] += np.einsum("rie,rie->ri", x, x, dtype=np.float64)
+  return mean, mean - square
+
+
 def _grid_logits(t: _Task, kappa: np.ndarray, b: np.ndarray) -> np.ndarray:
   """[R, I, E] logits of every cell from [R, IG] group logits and [R, E] example effects."""
   per_group = kappa.reshape(kappa.shape[0], t.n_groups, t.n_inst)
@@ -412,7 +448,7 @@ class ModelFit:
     return var_theta, var_c, cov_kappa
 
   def _update_variances(self, factors, s_linv) -> float:
-    """MacKay's update of every variance at the current mode; returns the largest rel. change."""
+    """MacKay's update of every variance at the current mode; returns `_Variances.update`'s."""
     n_groups = len(self.variances.pool)
     squares, determined = np.zeros(n_groups), np.zeros(n_groups)
     value = self.variances.value
@@ -472,17 +508,12 @@ class ModelFit:
         for rows, kg, q_linv in zip(t.blocks(), f.k, f.q_linv):
           noise = q_linv.T @ rng.standard_normal((t.n_inst, n_draws))
           d_kappa[rows] += noise - q_linv.T @ (q_linv @ (kg @ d_kappa[rows]))
-      kappa = (t.kappa(self.phi)[:, None] + d_kappa).T  # [R, IG]
+      kappa = (t.kappa(self.phi)[:, None] + d_kappa).T.astype(np.float32)  # [R, IG]
       b = t.b[None, :] - (t.w_transpose(f.w, d_kappa) / f.d[:, None]).T
-      b = b + rng.standard_normal(b.shape) / np.sqrt(f.d)  # [R, E]
-      chunk = max(1, _DRAW_CHUNK_CELLS // max(t.n_inst * t.n_ex, 1))
-      acc = np.empty((n_draws, t.n_inst))
-      for start in range(0, n_draws, chunk):
-        r = slice(start, min(n_draws, start + chunk))
-        p = np.where(t.missing[None], _expit(_grid_logits(t, kappa[r], b[r])), 0.0)
-        mean, var = p.sum(axis=2), (p * (1.0 - p)).sum(axis=2)
-        total = np.rint(mean + np.sqrt(var) * rng.standard_normal(mean.shape))
-        acc[r] = (t.observed_sum[None, :] + np.clip(total, 0.0, t.n_missing[None, :])) / t.n_ex
+      b = (b + rng.standard_normal(b.shape) / np.sqrt(f.d)).astype(np.float32)  # [R, E]
+      mean, var = _missing_moments(t, kappa, b)
+      total = np.rint(mean + np.sqrt(np.maximum(var, 0.0)) * rng.standard_normal(mean.shape))
+      acc = (t.observed_sum[None, :] + np.clip(total, 0.0, t.n_missing[None, :])) / t.n_ex
       out.append(acc)
     return out
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from robust_prompt import batching, io_utils, multihost, partitioning
 from robust_prompt.data.example import Example
-from robust_prompt.eval import generate, rank, resume
+from robust_prompt.eval import checks, generate, rank, resume
 from robust_prompt.instructions.io import instructions_for_task
 from robust_prompt.instructions.render import Rendered, render
 from robust_prompt.instructions.schema import Instruction
@@ -368,6 +368,8 @@ class Evaluator:
       rows = []
       for ex, r, out in zip(chunk.examples, chunk.rendered, outputs[at : at + len(chunk.rendered)]):
         rows.append(make_row(model_name, chunk, ex, r, out))
+      # Before anything is written: a NaN score would otherwise "predict" the first option.
+      checks.check_finite_scores(rows)
       results.append(rows)
       at += len(chunk.rendered)
     return results

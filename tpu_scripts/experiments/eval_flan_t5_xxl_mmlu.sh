@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Flan-T5 XXL (11.3B; 42 GiB of float32 params, more than one accelerator holds) on MMLU under the
-# 16 unobserved human instructions. Params split 8 ways over the model axis (check the fit first:
-# python -m robust_prompt.cli.aot --gin_file models/flan_t5_xxl.gin --mesh data=2,model=8).
+# Flan-T5 XXL (11.1B; 42 GiB of float32 params, more than one accelerator holds) on MMLU under the
+# 16 unobserved human instructions. Settings (model axis 8, bfloat16, batch 64):
+# gin_configs/experiments/eval_flan_t5_xxl_mmlu.gin, shared with
+# eval_trained_prompt_flan_t5_xxl_mmlu.sh so that the two reports differ only in the prompt.
 #
 #   TPU_NAME=my-pod ZONE=us-central2-b tpu_scripts/experiments/eval_flan_t5_xxl_mmlu.sh
 set -euo pipefail
@@ -10,15 +11,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 run_name="${RUN_NAME:-eval_flan_t5_xxl_mmlu}"
 launch_experiment "${run_name}" eval \
+  --gin_file experiments/eval_flan_t5_xxl_mmlu.gin \
   --model google/flan-t5-xxl \
   --benchmark mmlu \
   --data_dir "${MMLU_DIR}" \
   --instructions tasks/instructions/mmlu.jsonl \
   --output_dir "${OUT_ROOT}/${run_name}" \
-  --gin_file runs/eval.gin \
-  --gin_file models/flan_t5_xxl.gin \
-  --gin_file mesh/model_parallel_2d.gin \
-  --gin.MESH_MODEL=8 \
-  --dtype bfloat16 \
-  --gin.evaluate.batch_size=64 \
   "$@"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The baseline of train_alignment_prompt_flan_t5_xxl.sh: plain prompt tuning (cross-entropy only)
+# of the same 100-vector prompt for frozen Flan-T5 XXL on MMLU. Settings:
+# gin_configs/experiments/train_ce_only_prompt_flan_t5_xxl.gin, which includes the same
+# experiments/flan_t5_xxl_mmlu_train.gin as the alignment run and differs from it only in the loss
+# file (losses/ce_only.gin): same model, mesh, groups, data order, optimizer and steps.
+# Evaluate it with TRAIN_RUN=train_ce_only_flan_t5_xxl eval_trained_prompt_flan_t5_xxl_mmlu.sh.
+#
+#   TRAIN_INSTRUCTIONS=observed/flan_t5_mmlu.jsonl TPU_NAME=my-pod ZONE=us-central2-b \
+#     tpu_scripts/experiments/train_ce_only_prompt_flan_t5_xxl.sh
+set -euo pipefail
+# shellcheck source=common.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+: "${TRAIN_INSTRUCTIONS:?set TRAIN_INSTRUCTIONS to the training pool (JSONL files or folders)}"
+
+run_name="${RUN_NAME:-train_ce_only_flan_t5_xxl}"
+# shellcheck disable=SC2086 # TRAIN_INSTRUCTIONS may list several paths.
+launch_experiment "${run_name}" train \
+  --gin_file experiments/train_ce_only_prompt_flan_t5_xxl.gin \
+  --model google/flan-t5-xxl \
+  --benchmark mmlu \
+  --data_dir "${MMLU_DIR}" \
+  --train_instructions ${TRAIN_INSTRUCTIONS} \
+  --heldout_instructions tasks/instructions/mmlu.jsonl \
+  --model_dir "${OUT_ROOT}/${run_name}" \
+  "$@"
