@@ -174,7 +174,7 @@ def measure_case(
     rec: dict[str, dict[str, list]] = {}
     seconds, evaluated = [], []
 
-    def add(name, ours, naive, interval, truth):
+    def add(name, ours, naive, interval, truth, rec=rec):
       r = rec.setdefault(name, {"ours": [], "naive": [], "covered": [], "width": []})
       r["ours"].append(ours - truth)
       r["naive"].append(naive - truth)

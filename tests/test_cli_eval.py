@@ -314,3 +314,37 @@ def test_mixture_of_user_tasks_equals_jsonl_benchmark(tiny_model_dir, tmp_path, 
     [*common, "--mixture", "nonexistent_mix", "--output_dir", str(tmp_path / "bad")], capsys
   )
   assert code == 1 and "no SeqIO task or mixture" in err
+
+
+def test_num_fewshot_puts_demonstrations_before_the_input(tiny_model_dir, mmlu_dir, tmp_path, capsys):
+  """--num_fewshot K: K solved examples of the task, same instruction, never the evaluated one;
+  recorded in run.json (a zero-shot rerun into the same directory is refused)."""
+  import seqio
+
+  from robust_prompt import seqio_tasks
+  from robust_prompt.eval import engine, registry
+  from robust_prompt.instructions.io import load_instructions
+
+  instructions = write_jsonl(tmp_path / "mmlu.jsonl", MMLU_INSTRUCTIONS[:1])
+  seqio_tasks.register_tasks(
+    "mmlu", str(mmlu_dir), load_instructions([instructions]), seqio.PassThroughVocabulary(0),
+    tasks=["mmlu:anatomy"],
+  )  # fmt: skip
+  name = seqio_tasks.task_name("mmlu", "mmlu:anatomy", "observed", "obs_letters")
+  settings = engine.evaluate_settings(num_fewshot=2, max_examples=3)
+  chunk = registry.chunks_from_registry([name], settings=settings)[0]
+  zero = registry.chunks_from_registry([name], max_examples=3)[0]
+  for ex, few, plain in zip(chunk.examples, chunk.rendered, zero.rendered):
+    assert few.inputs.endswith(plain.inputs) and few.inputs.count("Answer:") == 3
+    assert few.options == plain.options and few.answer == plain.answer
+    assert ex.fields["question"] not in few.inputs[: -len(plain.inputs)]  # not its own demo
+  base = [
+    "eval", "--model", str(tiny_model_dir), "--benchmark", "mmlu", "--data_dir", str(mmlu_dir),
+    "--instructions", str(instructions), "--tasks", "mmlu:anatomy", "--max_examples", "3",
+    "--no_progress", "--output_dir", str(tmp_path / "few"),
+  ]  # fmt: skip
+  code, err = run_cli([*base, "--num_fewshot", "2"], capsys)
+  assert code == 0, err
+  assert json.loads((tmp_path / "few" / "run.json").read_text())["num_fewshot"] == 2
+  code, err = run_cli(base, capsys)
+  assert code == 1 and "run.json" in err or "different" in err

@@ -7,13 +7,12 @@ the tokenizers are trained in the test (`tokenizers` BPE, `sentencepiece` BPE).
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import random
 
 import numpy as np
 
-VOCAB_SIZE = 320  # >= the tokenizers' vocabularies below
+VOCAB_SIZE = 512  # >= the tokenizers' vocabularies below (400)
 
 # Llama with grouped-query attention and Llama 3.1's rope scaling (a small original context so
 # that the scaling changes many frequencies); Mistral (GQA, a sliding window); Qwen2 (q/k/v
@@ -121,7 +120,7 @@ def make_bpe_tokenizer(out_dir: pathlib.Path, *, bos: bool = True, chat_template
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()
   trainer = trainers.BpeTrainer(
-    vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
   )
   tok.train_from_iterator(corpus(), trainer)
   if bos:
@@ -158,26 +157,24 @@ def make_sentencepiece_tokenizer(out_dir: pathlib.Path, **tokenizer_config):
   out_dir.mkdir(parents=True, exist_ok=True)
   text = out_dir / "corpus.txt"
   text.write_text("\n".join(corpus()), encoding="utf-8")
-  with open(os.devnull, "w") as quiet:
-    spm.SentencePieceTrainer.train(
-      input=str(text),
-      model_prefix=str(out_dir / "sp"),
-      vocab_size=300,
-      model_type="bpe",
-      byte_fallback=True,
-      character_coverage=1.0,
-      normalization_rule_name="identity",
-      add_dummy_prefix=True,
-      remove_extra_whitespaces=False,
-      split_digits=True,
-      allow_whitespace_only_pieces=True,
-      unk_id=0,
-      bos_id=1,
-      eos_id=2,
-      pad_id=-1,
-      minloglevel=2,
-      logstream=quiet,
-    )
+  spm.SentencePieceTrainer.train(
+    input=str(text),
+    model_prefix=str(out_dir / "sp"),
+    vocab_size=400,
+    model_type="bpe",
+    byte_fallback=True,
+    character_coverage=1.0,
+    normalization_rule_name="identity",
+    add_dummy_prefix=True,
+    remove_extra_whitespaces=False,
+    split_digits=True,
+    allow_whitespace_only_pieces=True,
+    unk_id=0,
+    bos_id=1,
+    eos_id=2,
+    pad_id=-1,
+    minloglevel=2,
+  )
   (out_dir / "sp.model").rename(out_dir / "tokenizer.model")
   (out_dir / "sp.vocab").unlink()
   text.unlink()

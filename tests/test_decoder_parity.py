@@ -28,7 +28,7 @@ from robust_prompt.model.prompted_decoder import PromptedDecoder
 TOL = 1e-4
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _step(model: PromptedDecoder, method: str, **kwargs):
   """One jitted `(params, batch) -> out` per (model, method): tests of one shape share compiles."""
   return jax.jit(lambda p, b: getattr(model, method)(p, None, b, **kwargs))

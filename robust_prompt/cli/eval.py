@@ -41,6 +41,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     help="Python modules to import first: they register the --mixture tasks (T5X style)",
   )
   parser.add_argument(
+    "--num_fewshot",
+    type=int,
+    default=None,
+    help="K solved demonstrations before each input, same instruction (default 0: zero-shot)",
+  )
+  parser.add_argument(
+    "--fewshot_split",
+    default=None,
+    help="draw demonstrations from this split of each task (e.g. MMLU's dev); default: the "
+    "task's other examples, never the evaluated one",
+  )
+  parser.add_argument(
+    "--fewshot_seed", type=int, default=None, help="seed of the demonstration draw (1234)"
+  )
+  parser.add_argument(
     "--model_name",
     default=None,
     help="the model's label in every output (default: --model as given, plus the soft prompt's "
@@ -102,6 +117,9 @@ def configured_settings():
 
 
 SETTING_FLAGS = (
+  "num_fewshot",
+  "fewshot_split",
+  "fewshot_seed",
   "score_mode",
   "batch_size",
   "max_input_length",
@@ -194,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
   try:
     seqio_tasks.import_task_modules(args.module)
     names = args.mixture or _register_benchmark(args)
-    chunks = registry.chunks_from_registry(names, max_examples=settings.max_examples)
+    chunks = registry.chunks_from_registry(names, settings=settings)
   except (InstructionError, DataError, ModuleNotFoundError) as e:
     raise UserError(str(e)) from e
 

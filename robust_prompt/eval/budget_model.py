@@ -43,7 +43,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-FIXED_PRIOR_VARIANCE = 100.0
+FIXED_PRIOR_VARIANCE = 1.0
 PRIOR_COUNT = 4.0
 VARIANCE_RANGE = (1e-4, 25.0)
 MAX_LABEL_GROUPS = 26

@@ -68,6 +68,12 @@ class EvalSettings:
     max_examples: evaluate only the first N examples of each task (None: all).
     pool_rows: rows of consecutive (task, instruction) chunks batched together (`plan_pools`);
       results are written, and a killed run resumes, a pool at a time.
+    num_fewshot: K solved demonstrations before each input, rendered with the same instruction
+      (`instructions/fewshot.py`); 0 = zero-shot.
+    fewshot_split: where demonstrations come from: a split of the task (e.g. MMLU's "dev"), or
+      None for the task's other examples (never the evaluated one).
+    fewshot_seed: the seed of the (per example, reproducible) draw.
+    fewshot_separator: between demonstrations and before the input.
   """
 
   score_mode: str = "sum"
@@ -77,6 +83,10 @@ class EvalSettings:
   max_decode_length: int = 32
   max_examples: int | None = None
   pool_rows: int = 2048
+  num_fewshot: int = 0
+  fewshot_split: str | None = None
+  fewshot_seed: int = 1234
+  fewshot_separator: str = "\n\n"
 
 
 def evaluate_settings(
@@ -87,6 +97,10 @@ def evaluate_settings(
   max_decode_length: int = 32,
   max_examples: int | None = None,
   pool_rows: int = 2048,
+  num_fewshot: int = 0,
+  fewshot_split: str | None = None,
+  fewshot_seed: int = 1234,
+  fewshot_separator: str = "\n\n",
 ) -> EvalSettings:
   """Validated `EvalSettings` (the CLI exposes this function to gin as `evaluate`).
 
@@ -107,6 +121,8 @@ def evaluate_settings(
   for name, value in sizes.items():
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"{name} must be a positive integer, got {value!r}")
+  if not isinstance(num_fewshot, int) or num_fewshot < 0:
+    raise ValueError(f"num_fewshot must be an integer >= 0, got {num_fewshot!r}")
   return EvalSettings(
     score_mode=score_mode,
     batch_size=batch_size,
@@ -115,6 +131,10 @@ def evaluate_settings(
     max_decode_length=max_decode_length,
     max_examples=max_examples,
     pool_rows=pool_rows,
+    num_fewshot=num_fewshot,
+    fewshot_split=fewshot_split,
+    fewshot_seed=fewshot_seed,
+    fewshot_separator=fewshot_separator,
   )
 
 
@@ -206,6 +226,16 @@ def fingerprint(
     "max_input_length": settings.max_input_length,
     "max_target_length": settings.max_target_length,
     "max_decode_length": settings.max_decode_length,
+    **(
+      {}
+      if not settings.num_fewshot
+      else {
+        "num_fewshot": settings.num_fewshot,
+        "fewshot_split": settings.fewshot_split,
+        "fewshot_seed": settings.fewshot_seed,
+        "fewshot_separator": settings.fewshot_separator,
+      }
+    ),
     **dict(extra or {}),
   }
 

@@ -26,7 +26,8 @@ import numpy as np
 from robust_prompt import seqio_tasks
 from robust_prompt.data import sources
 from robust_prompt.data.example import DataError, Example
-from robust_prompt.eval.engine import Chunk
+from robust_prompt.eval.engine import Chunk, EvalSettings
+from robust_prompt.instructions import fewshot
 from robust_prompt.instructions.render import Rendered, render
 from robust_prompt.instructions.schema import Instruction
 
@@ -59,13 +60,24 @@ def expand(names: Sequence[str]) -> list[str]:
 
 
 def chunks_from_registry(
-  names: Sequence[str], *, split: str = "test", max_examples: int | None = None
+  names: Sequence[str],
+  *,
+  split: str = "test",
+  max_examples: int | None = None,
+  settings: EvalSettings | None = None,
 ) -> list[Chunk]:
   """One chunk per SeqIO task of `names` (mixtures expanded), in order.
 
+  `settings.num_fewshot > 0` puts K solved demonstrations, rendered with the same instruction,
+  before each input (our own tasks: demonstrations need the examples' fields).
+
   Raises:
-    DataError: an unknown name, an unlabelled task, or examples without the features above.
+    DataError: an unknown name, an unlabelled task, examples without the features above, or
+      too few examples for the demonstrations.
   """
+  fewshot = settings.num_fewshot if settings is not None else 0
+  if settings is not None and max_examples is None:
+    max_examples = settings.max_examples
   chunks = []
   for name in expand(names):
     label = seqio_tasks.label_of(name)
@@ -78,10 +90,20 @@ def chunks_from_registry(
     ours = seqio_tasks.our_task(name)
     if ours is not None:
       benchmark, task, data_dir, instruction = ours
-      examples = tuple(sources.load_task(task, data_dir, benchmark=benchmark))
-      examples = examples[:max_examples] if max_examples is not None else examples
-      rendered = tuple(render(instruction, ex) for ex in examples)
+      all_examples = tuple(sources.load_task(task, data_dir, benchmark=benchmark))
+      examples = all_examples[:max_examples] if max_examples is not None else all_examples
+      if fewshot:
+        rendered = _with_demos(
+          instruction, task, data_dir, benchmark, examples, all_examples, settings
+        )
+      else:
+        rendered = tuple(render(instruction, ex) for ex in examples)
     else:
+      if fewshot:
+        raise DataError(
+          f"--num_fewshot needs examples with fields to render demonstrations: SeqIO task {name!r} "
+          "is not one of ours (use --benchmark, or add the demonstrations in your preprocessor)"
+        )
       instruction = Instruction(
         label.instruction_id, (label.task,), label.template, "none", "option_text",
         label.split, label.source, file=f"seqio:{name}",
@@ -92,6 +114,32 @@ def chunks_from_registry(
   if not chunks:
     raise DataError(f"the SeqIO tasks of {list(names)} hold no examples in split {split!r}")
   return chunks
+
+
+def _with_demos(instruction, task, data_dir, benchmark, examples, all_examples, settings):
+  """Each example rendered after its K demonstrations (`instructions/fewshot.py`)."""
+  if settings.fewshot_split:
+    try:
+      pool = sources.load_task(task, data_dir, benchmark=benchmark, split=settings.fewshot_split)
+    except DataError as e:
+      raise DataError(f"--fewshot_split {settings.fewshot_split!r} of {task}: {e}") from e
+    exclude = False
+  else:
+    pool, exclude = all_examples, True
+  out = []
+  for ex in examples:
+    try:
+      demos = fewshot.select_demos(
+        pool,
+        settings.num_fewshot,
+        seed=settings.fewshot_seed,
+        exclude_id=ex.id if exclude else None,
+        key=ex.id,
+      )
+    except ValueError as e:
+      raise DataError(f"{task}: {e}") from e
+    out.append(fewshot.render_fewshot(instruction, ex, demos, settings.fewshot_separator))
+  return tuple(out)
 
 
 def _read_task(name: str, task: str, split: str, max_examples: int | None):
