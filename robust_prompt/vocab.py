@@ -16,6 +16,7 @@ newlines, accents, CJK and emoji, tokenizes identically (tests/test_vocab.py che
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
 import re
@@ -181,8 +182,8 @@ class DecoderVocabulary(seqio.Vocabulary):
   * `tokenizer.model`: SentencePiece as transformers >= 5 converts it for LLaMA: no normalisation,
     a "▁" prepended to the first piece of text (to every piece between special tokens when
     `legacy: true`; never when `add_prefix_space: false`) unless it already starts with a space
-    (raw SentencePiece would add a second one); BOS/EOS from `add_bos_token` (default true) and
-    `add_eos_token` (default false).
+    (raw SentencePiece would add a second one); BOS/EOS from `add_bos_token` and `add_eos_token`
+    (transformers >= 5 adds neither when tokenizer_config.json does not say; a warning is logged).
 
   Args:
     path: the tokenizer file.
@@ -265,8 +266,15 @@ class DecoderVocabulary(seqio.Vocabulary):
   def _model_specials(self, cfg: Mapping[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(prefix ids, suffix ids) the tokenizer adds around every text (e.g. `([BOS], ())`)."""
     if not self._is_json:
-      add_bos = cfg.get("add_bos_token", True) and self._bos_id is not None
-      add_eos = cfg.get("add_eos_token", False) and self._eos_id is not None
+      # transformers >= 5 builds the post-processor from these two flags, both false when absent.
+      if "add_bos_token" not in cfg:
+        logging.getLogger(__name__).warning(
+          "%s: tokenizer_config.json does not set add_bos_token, so (as transformers >= 5) no "
+          "BOS is added; LLaMA models were trained with one (set add_bos_token: true)",
+          self._path,
+        )
+      add_bos = bool(cfg.get("add_bos_token", False)) and self._bos_id is not None
+      add_eos = bool(cfg.get("add_eos_token", False)) and self._eos_id is not None
       return ((self._bos_id,) if add_bos else ()), ((self._eos_id,) if add_eos else ())
     # The post-processor adds fixed tokens around the text (TemplateProcessing, Roberta, ...):
     # find them around a probe's plain ids.

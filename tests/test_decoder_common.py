@@ -183,6 +183,7 @@ def make_sentencepiece_tokenizer(out_dir: pathlib.Path, **tokenizer_config):
     "bos_token": "<s>",
     "eos_token": "</s>",
     "unk_token": "<unk>",
+    "add_bos_token": True,  # as LLaMA's tokenizer_config.json
     **tokenizer_config,
   }
   (out_dir / "tokenizer_config.json").write_text(json.dumps(config))

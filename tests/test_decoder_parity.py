@@ -180,13 +180,15 @@ def test_greedy_stops_at_any_eos(llama):
   ids, mask = _pad(contexts, 8)
   batch = dict(input_ids=ids, input_mask=mask)
   free = np.asarray(
-    PromptedDecoder(config.replace(eos_token_id=VOCAB_SIZE - 1)).greedy(params, None, batch, 8)
+    _step(PromptedDecoder(config.replace(eos_token_id=VOCAB_SIZE - 1)), "greedy", steps=8)(
+      params, batch
+    )
   )
   # Make row 0's third greedy token an (extra) EOS: row 0 stops there, PAD after it.
   stop = int(free[0, 2])
   assert stop not in free[0, :2].tolist()
   stopped_config = config.replace(eos_token_id=VOCAB_SIZE - 1, extra_eos_token_ids=(stop,))
-  stopped = np.asarray(PromptedDecoder(stopped_config).greedy(params, None, batch, 8))
+  stopped = np.asarray(_step(PromptedDecoder(stopped_config), "greedy", steps=8)(params, batch))
   assert stopped[0, :3].tolist() == free[0, :3].tolist()
   assert stopped[0, 3:].tolist() == [config.pad_token_id] * 5
   want = torch_model.generate(
@@ -210,7 +212,7 @@ def test_greedy_prefix_is_the_study_rule(llama):
   per_input = [[[7, 8, 9], [30, 31, 32, 33]], [[40, 41], [42]]]
   option_ids, option_mask = _options(per_input, 2, 4)
   batch = dict(input_ids=ids, input_mask=mask, option_ids=option_ids, option_mask=option_mask)
-  scores = np.asarray(model.option_log_probs(params, None, batch, mode="greedy_prefix"))
+  scores = np.asarray(_step(model, "option_log_probs", mode="greedy_prefix")(params, batch))
   for b, context in enumerate(contexts):
     out = torch_model.generate(
       torch.tensor([context]),
@@ -313,8 +315,8 @@ def test_represent_without_prompt(llama):
   contexts = _contexts(config, (5, 3), seed=8)
   ids, mask = _pad(contexts, 8)
   batch = dict(input_ids=ids, input_mask=mask)
-  rep = np.asarray(model.represent(params, None, batch))
-  last = np.asarray(model.represent(params, None, batch, pooling="last"))
+  rep = np.asarray(_step(model, "represent")(params, batch))
+  last = np.asarray(_step(model, "represent", pooling="last")(params, batch))
   for b, context in enumerate(contexts):
     with torch.no_grad():
       hidden = torch_model(torch.tensor([context]), output_hidden_states=True).hidden_states[-1]
@@ -325,8 +327,9 @@ def test_represent_without_prompt(llama):
 def test_bfloat16_activations(llama):
   _, config, params = llama
   ids = np.random.RandomState(9).randint(0, VOCAB_SIZE, (2, 16)).astype(np.int32)
-  f32 = np.asarray(Decoder(config).apply({"params": params}, ids, np.ones_like(ids)))
-  bf16 = Decoder(config.replace(dtype="bfloat16")).apply({"params": params}, ids, np.ones_like(ids))
+  f32 = np.asarray(jax.jit(Decoder(config).apply)({"params": params}, ids, np.ones_like(ids)))
+  bf16_module = Decoder(config.replace(dtype="bfloat16"))
+  bf16 = jax.jit(bf16_module.apply)({"params": params}, ids, np.ones_like(ids))
   assert bf16.dtype == jnp.float32  # logits are float32 whatever the activations
   assert np.abs(np.asarray(bf16) - f32).max() < 0.05 * np.abs(f32).max()
 

@@ -77,16 +77,20 @@ def qwen_dir(tmp_path_factory):
   return out
 
 
-@pytest.fixture(scope="module", params=["default", "legacy", "add_eos"])
+SP_CONFIGS = {
+  "default": {},
+  "legacy": {"legacy": True},
+  "add_eos": {"add_eos_token": True, "legacy": False},
+  "no_bos": {"add_bos_token": False},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(SP_CONFIGS))
 def sp_dir(request, tmp_path_factory):
+  """(settings name, directory) of a SentencePiece tokenizer with those settings."""
   out = tmp_path_factory.mktemp(f"sp_{request.param}")
-  config = {
-    "default": {},
-    "legacy": {"legacy": True},
-    "add_eos": {"add_eos_token": True, "legacy": False},
-  }[request.param]
-  make_sentencepiece_tokenizer(out, **config)
-  return out
+  make_sentencepiece_tokenizer(out, **SP_CONFIGS[request.param])
+  return request.param, out
 
 
 def _assert_same_as_auto(directory, specials):
@@ -121,10 +125,10 @@ def test_bpe_tokenizer_json_without_bos(qwen_dir):
 
 
 def test_sentencepiece_tokenizer_model(sp_dir):
-  ours, theirs = _assert_same_as_auto(sp_dir, ["<s>", "</s>", "<unk>"])
-  assert ours.prefix_ids == (1,)
-  add_eos = bool(theirs("a")["input_ids"][-1] == 2)
-  assert ours.suffix_ids == ((2,) if add_eos else ())
+  name, directory = sp_dir
+  ours, _ = _assert_same_as_auto(directory, ["<s>", "</s>", "<unk>"])
+  assert ours.prefix_ids == (() if name == "no_bos" else (1,))
+  assert ours.suffix_ids == ((2,) if name == "add_eos" else ())
 
 
 def _harness_pair(tok, context: str, continuation: str):

@@ -219,17 +219,14 @@ STUDY_BBL_TASKS = [
   "bigbench:vitaminc_fact_verification",
   "bigbench:winowhy",
 ]
-DRY_ENV = {
-  "TRAIN_INSTRUCTIONS": "observed/flan_t5_mmlu.jsonl",
-  "ALPACA_MODEL": "/models/alpaca-7b",
-}
+DRY_ENV = {"TRAIN_INSTRUCTIONS": "observed/flan_t5_mmlu.jsonl"}
 # The accelerator runs: each script once, each study script once per benchmark.
 RUNS = [
   (script, ("eval", benchmark) if script.name in STUDY else ())
   for script in EXPERIMENTS
   for benchmark in (BENCHMARKS if script.name in STUDY else (None,))
 ]
-# Settings a script must leave to its gin file: (flag, its "not given" value).
+# Flags of settings a script must leave to its gin file (each None when not given).
 SETTING_FLAGS = {
   "eval": ("dtype", "mesh", "batch_size", "max_input_length", "max_target_length", "score_mode",
            "max_decode_length", "max_examples"),
@@ -285,10 +282,13 @@ def cli_gin():
 
 def _parse_gin_file(gin_file: str) -> None:
   missing = _missing_includes(gin_file)
-  if missing == ["models/alpaca_7b.gin"]:
-    pytest.skip(f"{gin_file} needs the decoder-only family's models/alpaca_7b.gin, not there yet")
   assert not missing, f"{gin_file} includes files that do not exist: {missing}"
-  gin_utils.parse_gin([gin_file], [])
+  try:
+    gin_utils.parse_gin([gin_file], [])
+  except gin_utils.UserError as e:
+    if "No configurable matching 'DecoderConfig'" in str(e):
+      pytest.skip(f"{gin_file}: the CLI does not register DecoderConfig with gin yet")
+    raise
 
 
 def _bindings() -> dict[str, str]:
@@ -425,14 +425,45 @@ def test_study_steps_fit_together(name):
       assert instructions_for_task(shipped, task), f"no shipped unobserved instruction for {task}"
 
 
-def test_study_alpaca_asks_for_its_weights_and_observed_source():
-  script = EXPERIMENTS_DIR / "sun2024_alpaca_7b.sh"
-  env = {k: v for k, v in os.environ.items() if k not in ("ALPACA_MODEL", "OBSERVED_SOURCE")}
+def _readme_study_commands() -> list[list[str]]:
+  """The commands of README.md's "Reproduce the robustness study", $BBL_TASKS expanded."""
+  text = (REPO / "README.md").read_text()
+  section = text.split("### Reproduce the robustness study", 1)[1].split("\n### ", 1)[0]
+  blocks = [b.split("\n", 1)[1] for b in section.split("```bash")[1:]]
+  bodies = [b.split("```", 1)[0] for b in blocks]
+  script = " ".join(block.replace("\\\n", " ") for block in bodies)
+  words = shlex.split(script)
+  assert words[0].startswith("BBL_TASKS="), "the first block defines BBL_TASKS"
+  tasks = words[0].split("=", 1)[1].split()
+  commands, current = [], None
+  for word in words[1:]:
+    if word == "robust-prompt":
+      current = []
+      commands.append(current)
+    elif word == "$BBL_TASKS":
+      current.extend(tasks)
+    else:
+      current.append(word)
+  return commands
+
+
+def test_readme_study_commands_are_the_scripts_commands():
+  expected = []
+  for name, (family, _) in STUDY.items():
+    extra = {"OBSERVED_SOURCE": "alpaca_data.json"} if family == "alpaca" else {}
+    for benchmark in BENCHMARKS:
+      for step in ("observed", "eval", "report"):
+        expected.append(_dry_argv(EXPERIMENTS_DIR / name, step, benchmark, **extra))
+  readme = _readme_study_commands()
+  assert sorted(readme) == sorted(expected)
+
+
+def test_study_alpaca_asks_for_its_observed_source():
+  # Alpaca's tuning data has no pinned download: the build needs the user's alpaca_data.json.
+  env = {k: v for k, v in os.environ.items() if k != "OBSERVED_SOURCE"}
   env.update(LAUNCHER="local", DRY_RUN="1")
-  proc = _run([str(script), "eval", "mmlu"], env)
-  assert proc.returncode == 2 and "set ALPACA_MODEL" in proc.stderr
-  proc = _run([str(script), "observed", "mmlu"], env)
-  assert proc.returncode == 2 and "set OBSERVED_SOURCE" in proc.stderr
+  proc = _run([str(EXPERIMENTS_DIR / "sun2024_alpaca_7b.sh"), "observed", "mmlu"], env)
+  assert proc.returncode == 2 and "set OBSERVED_SOURCE" in proc.stderr and proc.stdout == ""
 
 
 @pytest.mark.parametrize("args", [(), ("eval",), ("score", "mmlu"), ("eval", "bigbench")])

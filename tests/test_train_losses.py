@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from robust_prompt.train import losses
-from robust_prompt.train.objective import LossConfig, pooling_mask
+from robust_prompt.train.objective import LossConfig
 
 GROUPS = jnp.asarray([0, 0, 0, 1, 1, 1], jnp.int32)
 ANCHOR = jnp.asarray([1, 0, 0, 0, 1, 0], jnp.int32)
@@ -29,9 +29,6 @@ def test_pool_is_masked_mean():
   encoded = jnp.arange(12, dtype=jnp.float32).reshape(1, 4, 3)
   pooled = losses.pool(encoded, jnp.asarray([[1, 0, 1, 0]]))
   np.testing.assert_allclose(pooled, [[3.0, 4.0, 5.0]])
-  mask = pooling_mask(jnp.asarray([[1, 1, 1, 0]]), 2, "input")
-  np.testing.assert_array_equal(mask, [[0, 0, 1, 0]])
-  np.testing.assert_array_equal(pooling_mask(jnp.ones((1, 4)), 2, "prompt"), [[1, 1, 0, 0]])
 
 
 def test_cosine_alignment_zero_when_members_identical():

@@ -13,6 +13,7 @@ from robust_prompt.data.example import Example
 from robust_prompt.instructions.schema import Instruction
 from robust_prompt.model import soft_prompt as prompt_lib
 from robust_prompt.model.config import T5Config
+from robust_prompt.model.prompted_t5 import PromptedT5
 from robust_prompt.model.t5 import T5
 from robust_prompt.train import checkpointing, grouping, loop, metrics_log, objective
 from robust_prompt.train import state as state_lib
@@ -60,7 +61,7 @@ def fresh_run(model_dir, num_steps, seed=0, keep=3):
   )
   tx, schedule = state_lib.build_optimizer("adafactor", 0.3, "linear", 1, 10)
   return loop.train(
-    model=model,
+    model=PromptedT5(TINY),
     frozen_params=params,
     data=data,
     model_dir=str(model_dir),

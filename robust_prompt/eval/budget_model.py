@@ -5,16 +5,17 @@ option; a single group when labels are unknown, e.g. generative tasks):
 
     logit P(correct) = mu[t, split(i)] + nu[t, g] + A[i] + delta[t, i] + c[t, i, g] + b[t, e]
 
-* `mu` (task x split) and `nu` (task x gold label) are fixed effects (weak N(0, 10^2) priors,
-  only to keep all-correct tasks finite);
+* `mu` (task x split) and `nu` (task x gold label) are fixed effects with the weakly
+  informative N(0, 2.5^2) prior of logistic regression (Gelman et al., 2008), which keeps a split
+  where every evaluated cell is right finite without pulling ordinary ones;
 * `A ~ N(0, s2_A[split])`: the part of an instruction's effect shared by every task of a
   benchmark that uses the same instruction id (MMLU's 57 subjects share one instruction set), so
   a subject with few examples borrows strength from the others; absent for an instruction used
   by one task only;
 * `delta ~ N(0, s2_delta[t, split])`: how much better or worse the instruction does on the task;
-* `c ~ N(0, s2_c[t])`: the instruction's *label bias* on the task: a phrasing that makes the
-  model favour one option is right on the examples whose answer is that option and wrong on the
-  others (on the real grids we have seen, the largest instruction x example interaction);
+* `c ~ N(0, s2_c[t, split])`: the instruction's *label bias* on the task: a phrasing that makes
+  the model favour one option is right on the examples whose answer is that option and wrong on
+  the others (on the real grids we have seen, the largest instruction x example interaction);
 * `b ~ N(0, s2_b[t])`: the example's difficulty.
 
 Cells are independent Bernoulli given the effects. The variances are estimated, not tuned: the
@@ -43,7 +44,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-FIXED_PRIOR_VARIANCE = 1.0
+FIXED_PRIOR_VARIANCE = 2.5**2
 PRIOR_COUNT = 4.0
 VARIANCE_RANGE = (1e-4, 25.0)
 MAX_LABEL_GROUPS = 26
@@ -209,7 +210,13 @@ class _Task:
       else:
         group.append(-1)  # fixed effect
     self.group = np.array(group, dtype=np.int64)
-    self.c_group = variances.add(("c", grid.task), ("c",)) if self.has_labels else -1
+    # Label biases: one variance per task and split (the phrasings a model was tuned on may have
+    # none while paraphrases have large ones), rows g * I + i.
+    c_of_split = {
+      s: variances.add(("c", grid.task, s), ("c", s)) for s in sorted(set(grid.splits))
+    }
+    per_inst = np.array([c_of_split[s] for s in grid.splits], dtype=np.int64)
+    self.c_group = np.tile(per_inst, n_g) if self.has_labels else np.zeros(0, dtype=np.int64)
     self.b_group = variances.add(("b", grid.task), ("b",))
     self.theta = np.zeros(len(names))
     self.c = np.zeros(n_g * n_i)
@@ -268,7 +275,7 @@ class _Factors:
   rs_part: np.ndarray  # [P_s] and of their gradient
 
 
-def _task_factors(t: _Task, phi: np.ndarray, lam: np.ndarray, lam_c: float, lam_b: float):
+def _task_factors(t: _Task, phi: np.ndarray, lam: np.ndarray, lam_c: np.ndarray, lam_b: float):
   p = _expit(t.kappa(phi)[t.cell_k] + t.b[t.cell_e])
   w, r = p * (1.0 - p), t.cell_y - p
   d = np.bincount(t.cell_e, w, t.n_ex) + lam_b
@@ -288,9 +295,9 @@ def _task_factors(t: _Task, phi: np.ndarray, lam: np.ndarray, lam_c: float, lam_
     if t.has_labels:
       # Eliminate this label's biases c: precision kg + lam_c, so Q = (kg + lam_c)^-1 and what is
       # left for the other effects is kg - kg Q kg with gradient gg - kg Q (gg - lam_c c).
-      q_linv = _chol_inverse(kg + lam_c * np.eye(t.n_inst))
+      q_linv = _chol_inverse(kg + np.diag(lam_c[rows]))
       q = q_linv.T @ q_linv
-      rhs_c[rows] = gg - lam_c * t.c[rows]
+      rhs_c[rows] = gg - lam_c[rows] * t.c[rows]
       kq = kg @ q
       k_eff[rows, rows] = kg - kq @ kg
       g_eff[rows] = gg - kq @ rhs_c[rows]
@@ -362,11 +369,12 @@ class ModelFit:
     self.iterations = 0
     self.converged = False
 
-  def _precisions(self, t: _Task) -> tuple[np.ndarray, float, float]:
-    """Prior precisions of the own effects [P_t], of the label biases and of the examples."""
+  def _precisions(self, t: _Task) -> tuple[np.ndarray, np.ndarray, float]:
+    """Prior precisions of the own effects [P_t], of the label biases [IG] (empty without
+    labels) and of the example effects."""
     v = self.variances.value
     lam = 1.0 / np.where(t.group >= 0, v[t.group], FIXED_PRIOR_VARIANCE)
-    lam_c = 1.0 / v[t.c_group] if t.has_labels else 0.0
+    lam_c = 1.0 / v[t.c_group]
     return lam, lam_c, 1.0 / v[t.b_group]
 
   def _phi_precision(self) -> np.ndarray:
@@ -386,7 +394,7 @@ class ModelFit:
     for t, (theta, c, b) in zip(self.tasks, per_task):
       lam, lam_c, lam_b = self._precisions(t)
       total += t.log_likelihood(t.kappa(phi, theta, c), b)
-      prior = np.sum(lam * theta**2) + lam_c * np.sum(c**2) + lam_b * np.sum(b**2)
+      prior = np.sum(lam * theta**2) + np.sum(lam_c * c**2) + lam_b * np.sum(b**2)
       total -= 0.5 * float(prior)
     return total
 
@@ -440,11 +448,12 @@ class ModelFit:
       if not t.has_labels:
         cov_kappa.append(cov_m)
         continue
-      # c | m ~ N(c_hat - Q k dm, Q): kappa = m + c moves by (I - Q k) dm = lam_c Q dm.
+      # c | m ~ N(c_hat - Q k dm, Q): kappa = m + c moves by (I - Q k) dm = Q diag(lam_c) dm.
       q = f.q_linv[g].T @ f.q_linv[g]
       qk = q @ f.k[g]
       var_c[rows] = np.diag(q) + np.sum((qk @ cov_m) * qk, axis=1)
-      cov_kappa.append(lam_c**2 * q @ cov_m @ q + q)
+      ql = q * lam_c[rows][None, :]
+      cov_kappa.append(ql @ cov_m @ ql.T + q)
     return var_theta, var_c, cov_kappa
 
   def _update_variances(self, factors, s_linv) -> float:
@@ -464,7 +473,7 @@ class ModelFit:
       own = t.group >= 0
       add(t.group[own], t.theta[own], var_theta[own])
       if t.has_labels:
-        add(np.full(t.c.size, t.c_group), t.c, var_c)
+        add(t.c_group, t.c, var_c)
       var_b = 1.0 / f.d
       for cols, wg, cov in zip(t.columns, f.w, cov_kappa):
         m = (wg / f.d[cols]).T  # [E_g, I]: b moves by -m dkappa
@@ -497,8 +506,11 @@ class ModelFit:
     rng = np.random.default_rng(seed)
     factors, s_linv, _ = self._factors()
     d_phi = s_linv.T @ rng.standard_normal((self.phi.size, n_draws))  # [P_s, R]
+    plugin_missing = [
+      a * t.n_ex - t.observed_sum for t, a in zip(self.tasks, self.plugin_accuracy())
+    ]
     out = []
-    for t, f in zip(self.tasks, factors):
+    for k, (t, f) in enumerate(zip(self.tasks, factors)):
       if not t.n_missing.any():
         out.append(np.broadcast_to(t.observed_sum / max(t.n_ex, 1), (n_draws, t.n_inst)).copy())
         continue
@@ -512,13 +524,18 @@ class ModelFit:
       b = t.b[None, :] - (t.w_transpose(f.w, d_kappa) / f.d[:, None]).T
       b = (b + rng.standard_normal(b.shape) / np.sqrt(f.d)).astype(np.float32)  # [R, E]
       mean, var = _missing_moments(t, kappa, b)
-      total = np.rint(mean + np.sqrt(np.maximum(var, 0.0)) * rng.standard_normal(mean.shape))
-      acc = (t.observed_sum[None, :] + np.clip(total, 0.0, t.n_missing[None, :])) / t.n_ex
-      out.append(acc)
+      total = mean + np.sqrt(np.maximum(var, 0.0)) * rng.standard_normal(mean.shape)  # [R, I]
+      # Recentre on the plug-in: the Gaussian approximation ignores the skew of the effects'
+      # posterior, and sigmoid(mode + noise) is pulled towards 1/2 on average (draws would be
+      # biased low above 50% even when the model is right; the plug-in, which matches the
+      # evaluated cells, is not). Keep the spread and the correlations of the draws.
+      total += plugin_missing[k][None, :] - total.mean(axis=0, keepdims=True)
+      total = np.clip(np.rint(total), 0.0, t.n_missing[None, :])
+      out.append((t.observed_sum[None, :] + total) / t.n_ex)
     return out
 
   def variance_components(self) -> dict[str, float]:
-    """Fitted variances by name: "delta/<task>/<split>", "c/<task>", "b/<task>", "A/<split>"."""
+    """Fitted variances by name: "delta/<task>/<split>", "c/<task>/<split>", "b/<task>", "A/<split>"."""
     return {
       "/".join(str(x) for x in key): float(self.variances.value[k])
       for key, k in self.variances.index.items()

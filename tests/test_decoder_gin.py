@@ -1,0 +1,85 @@
+"""The decoder-only model gin files parse, follow the house format, and have published sizes."""
+
+import pathlib
+
+import gin
+import jax
+import numpy as np
+import pytest
+
+from robust_prompt import partitioning
+from robust_prompt.model.decoder import Decoder
+from robust_prompt.model.decoder_config import DecoderConfig
+
+MODELS = pathlib.Path(__file__).resolve().parent.parent / "gin_configs" / "models"
+FAMILY_FILES = ("llama", "qwen2")  # sizes left %gin.REQUIRED
+
+# Parameter counts of the published Hugging Face checkpoints (tied embeddings counted once).
+# Alpaca adds Stanford's [PAD] row to LLaMA's embedding and output layer (32001 ids).
+PUBLISHED = {
+  "llama_7b": 6_738_415_616,
+  "llama_13b": 13_015_864_320,
+  "alpaca_7b": 6_738_415_616 + 2 * 4096,
+  "alpaca_13b": 13_015_864_320 + 2 * 5120,
+  "llama2_7b": 6_738_415_616,
+  "llama2_13b": 13_015_864_320,
+  "llama3_8b": 8_030_261_248,
+  "llama3_1_8b": 8_030_261_248,
+  "llama3_2_1b": 1_235_814_400,
+  "llama3_2_3b": 3_212_749_824,
+  "mistral_7b": 7_241_732_096,
+  "qwen2_5_0_5b": 494_032_768,
+  "qwen2_5_1_5b": 1_543_714_304,
+  "qwen2_5_7b": 7_615_616_512,
+}
+
+
+@pytest.fixture(autouse=True)
+def gin_env():
+  gin.clear_config(clear_constants=True)
+  gin.external_configurable(DecoderConfig, name="DecoderConfig")
+  gin.add_config_file_search_path(str(MODELS.parent))
+  yield
+  gin.clear_config(clear_constants=True)
+
+
+def _config(name: str) -> DecoderConfig:
+  gin.parse_config_file(str(MODELS / f"{name}.gin"))
+  config = gin.query_parameter("%MODEL_CONFIG").scoped_configurable_fn()
+  assert isinstance(config, DecoderConfig)
+  return config
+
+
+@pytest.mark.parametrize("name", [*FAMILY_FILES, *PUBLISHED])
+def test_gin_file_parses(name):
+  text = (MODELS / f"{name}.gin").read_text()
+  assert text.startswith("# Contract:") and "# Provides:" in text and "# Requires:" in text
+  if name in FAMILY_FILES:
+    gin.parse_config_file(str(MODELS / f"{name}.gin"))
+    with pytest.raises(ValueError, match="size file"):
+      gin.query_parameter("%MODEL_CONFIG").scoped_configurable_fn()
+    return
+  config = _config(name)
+  assert config.d_model == config.num_heads * config.head_dim  # true of every published size
+  assert gin.query_parameter("%HF_MODEL_ID")
+  expected_format = "alpaca" if name.startswith("alpaca") else "raw"
+  assert gin.query_parameter("%PROMPT_FORMAT") == expected_format
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_parameter_counts(name):
+  """Counted from `jax.eval_shape` of the module's init: no parameter is allocated."""
+  shapes = partitioning.abstract_variables(Decoder(_config(name)))
+  count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
+  assert count == PUBLISHED[name], (name, count)
+
+
+def test_architectures():
+  llama31 = _config("llama3_1_8b")
+  assert (llama31.rope_type, llama31.rope_factor, llama31.num_kv_heads) == ("llama3", 8.0, 8)
+  gin.clear_config(clear_constants=True)
+  mistral = _config("mistral_7b")
+  assert (mistral.model_type, mistral.sliding_window) == ("mistral", 4096)
+  gin.clear_config(clear_constants=True)
+  qwen = _config("qwen2_5_0_5b")
+  assert qwen.attention_bias and qwen.tie_word_embeddings and qwen.model_type == "qwen2"
