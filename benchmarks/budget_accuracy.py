@@ -23,7 +23,8 @@ Grids:
 
 Usage:
   python benchmarks/budget_accuracy.py --work_dir /tmp/rp_budget [--cases demo mmlu_sim]
-      [--budgets 0.05 0.1 0.2] [--seeds 20] [--demo_examples 1000] [--results RUN/results.jsonl]
+      [--budgets 0.05 0.1 0.2] [--seeds 20] [--sim_seeds 5] [--demo_examples 1000]
+      [--results RUN/results.jsonl]
 """
 
 from __future__ import annotations
@@ -263,28 +264,29 @@ def main(argv=None) -> int:
   parser.add_argument("--cases", nargs="*", default=["demo", "mmlu_sim"])
   parser.add_argument("--results", nargs="*", type=pathlib.Path, default=[])
   parser.add_argument("--budgets", nargs="+", type=float, default=[0.05, 0.1, 0.2])
-  parser.add_argument("--seeds", type=int, default=20)
+  parser.add_argument("--seeds", type=int, default=20, help="seeds per budget (real grids)")
+  parser.add_argument("--sim_seeds", type=int, default=5, help="seeds per budget for mmlu_sim")
   parser.add_argument("--demo_examples", type=int, default=1000)
   parser.add_argument("--n_draws", type=int, default=budget.BudgetSettings.n_draws)
   args = parser.parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   args.work_dir.mkdir(parents=True, exist_ok=True)
   settings = budget.BudgetSettings(n_draws=args.n_draws)
-  cases: list[tuple[str, list[TaskGrid]]] = []
+  cases: list[tuple[str, list[TaskGrid], int]] = []
   if "demo" in args.cases:
-    cases.append((f"demo ({args.demo_examples} examples per task)",
-                  grids_of_results(demo_grid(args.work_dir, args.demo_examples))))  # fmt: skip
-  if "mmlu_sim" in args.cases:
-    cases.append(("mmlu_sim (simulated, MMLU-shaped)", mmlu_sim_grids()))
+    grids = grids_of_results(demo_grid(args.work_dir, args.demo_examples))
+    cases.append((f"demo ({args.demo_examples} examples per task)", grids, args.seeds))
   for path in args.results:
-    cases.append((str(path), grids_of_results(path)))
+    cases.append((str(path), grids_of_results(path), args.seeds))
+  if "mmlu_sim" in args.cases:
+    cases.append(("mmlu_sim (SIMULATED, MMLU-shaped)", mmlu_sim_grids(), args.sim_seeds))
   report, lines = {}, []
-  for name, grids in cases:
+  for name, grids, seeds in cases:
     n_inst = sorted({len(g.instruction_ids) for g in grids})
     n_ex = sum(g.correct.shape[1] for g in grids)
     shape = f"{len(grids)} tasks x {'/'.join(map(str, n_inst))} instructions, {n_ex} examples"
-    print(f"{name}: {shape}; {args.seeds} seeds x budgets {args.budgets}", flush=True)
-    result = measure_case(grids, args.budgets, args.seeds, settings)
+    print(f"{name}: {shape}; {seeds} seeds x budgets {args.budgets}", flush=True)
+    result = measure_case(grids, args.budgets, seeds, settings)
     report[name] = {"shape": shape, "budgets": result}
     lines += print_case(name, shape, result)
   io_utils.atomic_write_json(args.work_dir / "budget_accuracy.json", report)

@@ -293,14 +293,21 @@ def _gib(n: int | None) -> str:
   return "n/a" if n is None else f"{n / GIB:.2f}"
 
 
+def _layers(config) -> str:
+  """`encoder+decoder` layers of an encoder-decoder, `L` of a decoder-only model."""
+  if hasattr(config, "num_encoder_layers"):
+    return f"{config.num_encoder_layers}+{config.num_decoder_layers}"
+  return str(config.num_layers)
+
+
 def format_report(report: AotReport, device_memory_gib: float | None = None) -> str:
   """A plain-text table of the report (GiB per device), with a fit verdict when a size is given."""
   c, p = report.config, report.params
   n_dev = math.prod(report.mesh_shape.values())
   mesh = ",".join(f"{k}={v}" for k, v in report.mesh_shape.items())
   lines = [
-    f"model: d_model={c.d_model} d_ff={c.d_ff} heads={c.num_heads}x{c.head_dim} "
-    f"layers={c.num_encoder_layers}+{c.num_decoder_layers} vocab={c.vocab_size} "
+    f"model: {type(c).__name__} d_model={c.d_model} d_ff={c.d_ff} heads={c.num_heads}x"
+    f"{c.head_dim} layers={_layers(c)} vocab={c.vocab_size} "
     f"params={p.num_params / 1e9:.2f}B ({c.param_dtype}, activations {c.dtype})",
     f"mesh: {mesh} ({n_dev} {report.platform} devices)",
     f"parameters: {_gib(p.total_bytes)} GiB on one device -> {_gib(p.per_device_bytes)} GiB per "

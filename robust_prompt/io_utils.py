@@ -230,3 +230,47 @@ def check_writable_dir(path: PathLike) -> pathlib.Path:
       "directory or fix its permissions"
     ) from e
   return path
+
+
+class DirectoryLockedError(OSError):
+  """Another process is writing the same output or model directory."""
+
+
+class DirectoryLock:
+  """An exclusive, non-blocking lock on a directory for as long as a run writes it.
+
+  `flock` on `<dir>/.lock`: released by the kernel when the process dies, so a killed run never
+  leaves a stale lock behind. A second `eval` or `train` into the same directory fails at once.
+  """
+
+  def __init__(self, path: PathLike, what: str = "run"):
+    self.path = pathlib.Path(path)
+    self.what = what
+    self._file = None
+
+  def __enter__(self) -> DirectoryLock:
+    import fcntl
+
+    self._file = open(self.path / ".lock", "a+")  # noqa: SIM115 - held until __exit__
+    try:
+      fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+      self._file.close()
+      self._file = None
+      raise DirectoryLockedError(
+        f"{self.path} is being written by another {self.what} right now; wait for it to finish, "
+        "or write to another directory"
+      ) from e
+    self._file.seek(0)
+    self._file.truncate()
+    self._file.write(f"{os.getpid()}\n")
+    self._file.flush()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._file is not None:
+      import fcntl
+
+      fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+      self._file.close()
+      self._file = None

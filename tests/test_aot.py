@@ -122,3 +122,35 @@ def test_flan_t5_xxl_fits_when_sharded_16_ways(tmp_path):
   assert params["per_device_bytes"] < 6 * GIB  # ... about 1/8 of it on each of 16
   assert all(s["peak_bytes"] < 32 * GIB for s in report["steps"])
   assert "16 cpu devices" in proc.stdout
+
+
+@pytest.mark.parametrize(
+  "gin_file, params_b",
+  [
+    ("models/llama_7b.gin", (6.6, 6.8)),
+    # About a minute each on 2 cores: in the slow run (-m slow).
+    pytest.param("models/llama_13b.gin", (12.9, 13.1), marks=pytest.mark.slow),
+    pytest.param("models/llama3_1_8b.gin", (7.9, 8.1), marks=pytest.mark.slow),
+  ],
+)
+def test_decoder_only_train_and_eval_compile_sharded(tmp_path, gin_file, params_b):
+  """The decoder-only family through the same `aot`: THE train and eval steps of 7-13B Llamas
+  lowered from abstract shapes on a (data=2, model=4) mesh of fake devices, memory per device."""
+  path = tmp_path / "report.json"
+  flags = [f"--{k}={v}" for k, v in SMALL_SHAPES.items()]
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    rc = aot_cli.main(
+      ["--gin_file", gin_file, "--mesh", "data=2,model=4", "--json", str(path), *flags]
+    )
+  assert rc == 0
+  report = json.loads(path.read_text())
+  low, high = params_b
+  assert low * 1e9 < report["params"]["num_params"] < high * 1e9
+  steps = {s["name"]: s for s in report["steps"]}
+  assert set(steps) == {"train", "eval"}
+  per_device = report["params"]["per_device_bytes"]
+  assert per_device < report["params"]["total_bytes"] / 3.5  # the model axis splits the kernels
+  for step in steps.values():
+    assert per_device <= step["argument_bytes"] < per_device * 1.05
+  assert "DecoderConfig" in printed.getvalue() and "per device" in printed.getvalue()

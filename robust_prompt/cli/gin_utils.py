@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-  from robust_prompt.model.config import T5Config
+  pass
 
 GIN_CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[2] / "gin_configs"
 
@@ -73,8 +73,8 @@ def add_gin_arguments(parser: argparse.ArgumentParser) -> None:
 def register_configurables() -> None:
   """Registers the library classes that every gin file may reference (idempotent).
 
-  `T5Config` is registered under its bare name so that model gin files read like T5X's:
-  `T5Config.d_model = 512` and `MODEL_CONFIG = @T5Config()`.
+  `T5Config` and `DecoderConfig` are registered under their bare names so that model gin files
+  read like T5X's: `T5Config.d_model = 512` and `MODEL_CONFIG = @T5Config()`.
   """
   global _REGISTERED
   if _REGISTERED:
@@ -82,8 +82,10 @@ def register_configurables() -> None:
   import gin
 
   from robust_prompt.model.config import T5Config
+  from robust_prompt.model.decoder_config import DecoderConfig
 
   gin.external_configurable(T5Config, name="T5Config")
+  gin.external_configurable(DecoderConfig, name="DecoderConfig")
   _REGISTERED = True
 
 
@@ -131,16 +133,17 @@ def query_macro(name: str, default: Any = None) -> Any:
   return value
 
 
-def model_config_from_gin() -> T5Config | None:
-  """The `T5Config` bound to `MODEL_CONFIG` by the parsed gin files, or None if none was bound."""
+def model_config_from_gin():
+  """The model config (`T5Config` or `DecoderConfig`) bound to `MODEL_CONFIG`, or None."""
   from robust_prompt.model.config import T5Config
+  from robust_prompt.model.decoder_config import DecoderConfig
 
   config = query_macro(MODEL_CONFIG_MACRO)
   if config is None:
     return None
-  if not isinstance(config, T5Config):
+  if not isinstance(config, (T5Config, DecoderConfig)):
     raise UserError(
-      f"gin macro {MODEL_CONFIG_MACRO} must be a T5Config (e.g. `{MODEL_CONFIG_MACRO} = "
-      f"@T5Config()`), got {type(config).__name__}: {config!r}"
+      f"gin macro {MODEL_CONFIG_MACRO} must be a T5Config or DecoderConfig (e.g. "
+      f"`{MODEL_CONFIG_MACRO} = @T5Config()`), got {type(config).__name__}: {config!r}"
     )
   return config

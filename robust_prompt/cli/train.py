@@ -100,7 +100,7 @@ def configurables() -> dict:
     _CONFIGURABLES = {
       "train": gin.external_configurable(loop.train, name="train", denylist=not_from_gin),
       "data": gin.external_configurable(
-        grouping.GroupedData, name="data", denylist=["examples", "instructions", "vocab"]
+        grouping.GroupedData, name="data", denylist=["examples", "instructions", "vocab", "model"]
       ),
       "losses": gin.external_configurable(objective.LossConfig, name="losses"),
       "optimizer": gin.external_configurable(state.build_optimizer, name="optimizer"),
@@ -236,7 +236,8 @@ def run(args: argparse.Namespace) -> int:
     if value is not None:
       gin.bind_parameter(name, value)
   try:
-    data = _call("data", examples=examples, instructions=pool, vocab=loaded.vocab)
+    model = prompted.for_config(loaded.config)
+    data = _call("data", examples=examples, instructions=pool, vocab=loaded.vocab, model=model)
     data.batch(0)  # renders a first batch: instruction/example mismatches surface here
   except ValueError as e:  # InstructionError included: it names the instruction's file:line
     raise UserError(str(e)) from e
@@ -251,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
   try:
     result = _call(
       "train",
-      model=prompted.for_config(loaded.config),
+      model=model,
       frozen_params=loaded.params,
       data=data,
       model_dir=str(model_dir),

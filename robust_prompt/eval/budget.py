@@ -128,7 +128,11 @@ def grids_from_results(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str
 
 def _split_masks(splits: Sequence[str]) -> dict[str, np.ndarray]:
   s = np.asarray(splits)
-  return {"observed": s == "observed", "unobserved": s == "unobserved", "all": np.ones(len(s), bool)}
+  return {
+    "observed": s == "observed",
+    "unobserved": s == "unobserved",
+    "all": np.ones(len(s), bool),
+  }
 
 
 def exact_figures(
@@ -310,9 +314,7 @@ def _macro(tasks: Sequence[TaskEstimate], settings: BudgetSettings) -> dict[str,
   return out
 
 
-def estimate(
-  grids: Sequence[TaskGrid], settings: BudgetSettings = BudgetSettings()
-) -> Estimate:
+def estimate(grids: Sequence[TaskGrid], settings: BudgetSettings = BudgetSettings()) -> Estimate:
   """Estimates the full-grid figures of one model's tasks from their (partial) grids.
 
   Tasks of one benchmark (`benchmark_of`) are fitted jointly; each benchmark has its own draw

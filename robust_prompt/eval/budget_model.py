@@ -212,11 +212,13 @@ class _Task:
     self.group = np.array(group, dtype=np.int64)
     # Label biases: one variance per task and split (the phrasings a model was tuned on may have
     # none while paraphrases have large ones), rows g * I + i.
-    c_of_split = {
-      s: variances.add(("c", grid.task, s), ("c", s)) for s in sorted(set(grid.splits))
-    }
-    per_inst = np.array([c_of_split[s] for s in grid.splits], dtype=np.int64)
-    self.c_group = np.tile(per_inst, n_g) if self.has_labels else np.zeros(0, dtype=np.int64)
+    self.c_group = np.zeros(0, dtype=np.int64)
+    if self.has_labels:
+      c_of_split = {
+        s: variances.add(("c", grid.task, s), ("c", s)) for s in sorted(set(grid.splits))
+      }
+      per_inst = np.array([c_of_split[s] for s in grid.splits], dtype=np.int64)
+      self.c_group = np.tile(per_inst, n_g)
     self.b_group = variances.add(("b", grid.task), ("b",))
     self.theta = np.zeros(len(names))
     self.c = np.zeros(n_g * n_i)
@@ -370,11 +372,11 @@ class ModelFit:
     self.converged = False
 
   def _precisions(self, t: _Task) -> tuple[np.ndarray, np.ndarray, float]:
-    """Prior precisions of the own effects [P_t], of the label biases [IG] (empty without
-    labels) and of the example effects."""
+    """Prior precisions of the own effects [P_t], of the label biases [IG] (zeros without
+    labels, where the biases stay 0) and of the example effects."""
     v = self.variances.value
     lam = 1.0 / np.where(t.group >= 0, v[t.group], FIXED_PRIOR_VARIANCE)
-    lam_c = 1.0 / v[t.c_group]
+    lam_c = 1.0 / v[t.c_group] if t.has_labels else np.zeros(t.c.size)  # c stays 0
     return lam, lam_c, 1.0 / v[t.b_group]
 
   def _phi_precision(self) -> np.ndarray:

@@ -32,6 +32,43 @@ class FingerprintMismatch(ValueError):
   """The output directory holds results of a different run set-up."""
 
 
+class CorruptResults(ValueError):
+  """`results.jsonl` is damaged before its last line (not a torn write): it cannot be resumed."""
+
+
+# Weight files are digested by size and their first and last MiB: different weights at one path
+# are told apart without reading tens of GB; small files (configs, vocabularies) are read whole.
+_EDGE = 1 << 20
+
+
+def model_digest(spec: str) -> dict:
+  """What identifies a model's weights: a content digest of its files, not the `--model` string.
+
+  A local directory (or file) is digested by its files' names, sizes and contents (whole for
+  files up to 2 MiB; first and last MiB otherwise), so the same directory as a relative and an
+  absolute path gives one digest and new weights at the same path another. A hub id is kept as
+  given (the hub resolves it to a revision when downloading).
+  """
+  path = pathlib.Path(spec).expanduser()
+  if not path.exists():
+    return {"hub_id": spec}
+  files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+  h = hashlib.sha256()
+  for f in files:
+    if f.name == ".lock":
+      continue
+    size = f.stat().st_size
+    h.update(f"{f.relative_to(path) if f != path else f.name}\0{size}\0".encode())
+    with open(f, "rb") as fh:
+      if size <= 2 * _EDGE:
+        h.update(fh.read())
+      else:
+        h.update(fh.read(_EDGE))
+        fh.seek(size - _EDGE)
+        h.update(fh.read(_EDGE))
+  return {"files": len(files), "digest": h.hexdigest()[:16]}
+
+
 def digest(obj: Any) -> str:
   """A short, stable sha256 of a JSON-serialisable object (keys sorted)."""
   text = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -109,7 +146,13 @@ def completed_chunks(
   with warnings.catch_warnings():
     # A torn last line is expected after a kill; read_jsonl warns about it.
     warnings.simplefilter("ignore", io_utils.TornLineWarning)
-    rows = io_utils.read_jsonl(path, truncate_torn=True)
+    try:
+      rows = io_utils.read_jsonl(path, truncate_torn=True)
+    except ValueError as e:
+      raise CorruptResults(
+        f"{e}. This is damage inside the file, not a torn last line, so it cannot be resumed: "
+        "rerun with --overwrite to start afresh (or restore the file)"
+      ) from e
   done = 0
   kept = 0
   for key, size in chunks:

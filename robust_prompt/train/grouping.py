@@ -92,6 +92,8 @@ class GroupedData:
     anchor: which member is the KL anchor: "observed" (an observed instruction of the pool when
       the task has one, else a random member), "first" (the first instruction of the pool that
       applies to the task) or "random".
+    model: the prompted model whose token conventions apply (`PromptedModel.encode_*`: T5
+      appends EOS, a decoder-only model scores continuations); None = T5's.
   """
 
   def __init__(
@@ -106,6 +108,7 @@ class GroupedData:
     max_target_length: int = 32,
     seed: int = 0,
     anchor: str = "observed",
+    model=None,
   ):
     if not examples:
       raise ValueError("no training examples: check --benchmark, --data_dir and --tasks")
@@ -115,6 +118,7 @@ class GroupedData:
       raise ValueError(f"anchor must be one of {ANCHOR_CHOICES}; got {anchor!r}")
     self.examples = list(examples)
     self.vocab = vocab
+    self.model = model
     self.G, self.K = int(groups_per_batch), int(members_per_group)
     self.seed = int(seed)
     self.anchor = anchor
@@ -165,18 +169,29 @@ class GroupedData:
     example = self.examples[example_index]
     rendered = render(instruction, example)
     shapes = self.shapes
-    inputs = vocab_lib.encode_inputs(self.vocab, [rendered.inputs])[0]
-    if len(inputs) > shapes.max_input_length:
-      self.num_truncated += 1
-      inputs = batching.truncate(inputs, shapes.max_input_length)  # keeps EOS last, as HF does
+    if self.model is None:
+      inputs = vocab_lib.encode_inputs(self.vocab, [rendered.inputs])[0]
+      if len(inputs) > shapes.max_input_length:
+        self.num_truncated += 1
+        inputs = batching.truncate(inputs, shapes.max_input_length)  # keeps EOS last, as HF does
+    else:
+      full = self.model.encode_inputs(self.vocab, [rendered.inputs], None)[0]
+      inputs = self.model.encode_inputs(self.vocab, [rendered.inputs], shapes.max_input_length)[0]
+      self.num_truncated += len(full) != len(inputs)
     if not rendered.targets:
       raise ValueError(
         f"example {example.id!r} of task {example.task!r} has no target to train on (neither "
         "an answer option nor a reference)"
       )
     target_text = rendered.targets[target_choice % len(rendered.targets)]
-    target = vocab_lib.encode_targets(self.vocab, [target_text], shapes.max_target_length)[0]
-    options = vocab_lib.encode_targets(self.vocab, rendered.options, shapes.max_option_length)
+    if self.model is None:
+      target = vocab_lib.encode_targets(self.vocab, [target_text], shapes.max_target_length)[0]
+      options = vocab_lib.encode_targets(self.vocab, rendered.options, shapes.max_option_length)
+    else:
+      target = self.model.encode_targets(self.vocab, [target_text], shapes.max_target_length)[0]
+      options = self.model.encode_options(
+        self.vocab, [rendered.inputs], [rendered.options], shapes.max_option_length
+      )[0]
     answer = -1 if rendered.answer is None else rendered.answer
     return inputs, target, options, answer
 
