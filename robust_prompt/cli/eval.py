@@ -15,6 +15,7 @@ Settings come from (later wins): library defaults < gin (`--gin_file runs/eval.g
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 
 from robust_prompt.cli import common, gin_utils
@@ -22,7 +23,22 @@ from robust_prompt.cli.gin_utils import UserError
 
 USES_GIN = True
 
-SCORE_MODES = ("sum", "mean", "greedy_prefix")
+SCORE_MODES = ("sum", "mean", "greedy_prefix", "acc_norm")
+
+
+def max_examples_arg(text: str) -> int | float:
+  """argparse type: N >= 1 examples per task, or a fraction F in (0, 1)."""
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+      f"expected N >= 1 or a fraction in (0, 1), got {text!r}"
+    ) from None
+  if value.is_integer() and value >= 1:
+    return int(value)
+  if 0 < value < 1:
+    return value
+  raise argparse.ArgumentTypeError(f"expected N >= 1 or a fraction in (0, 1), got {text!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,14 +93,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     "every task of the benchmark that an instruction applies to",
   )
   parser.add_argument(
-    "--max_examples", type=common.positive_int, default=None, help="first N examples per task"
+    "--max_examples",
+    type=max_examples_arg,
+    default=None,
+    help="the first N examples per task, or a fraction F in (0, 1): the first ceil(F * n)",
+  )
+  parser.add_argument(
+    "--example_ids", default=None, help="a file of example ids (one a line): evaluate only these"
+  )
+  parser.add_argument(
+    "--log_inputs", action="store_true", help="results rows also carry the rendered input text"
+  )
+  parser.add_argument(
+    "--overwrite",
+    action="store_true",
+    help="start afresh: delete this command's earlier results and reports in --output_dir",
+  )
+  parser.add_argument(
+    "--option_eos",
+    choices=("yes", "no"),
+    default=None,
+    help="end options with EOS: T5's default is yes (Hugging Face labels include it), "
+    "decoder-only models' is no (lm-evaluation-harness's convention)",
+  )
+  parser.add_argument(
+    "--target_delimiter",
+    default=None,
+    help="decoder-only models: text between the input and each option (default one space)",
+  )
+  parser.add_argument(
+    "--prompt_format",
+    choices=("raw", "alpaca", "chat"),
+    default=None,
+    help="wrap the rendered text: raw (as is), alpaca (Alpaca's wrapper), chat (the tokenizer's "
+    "chat template); gin evaluate.prompt_format",
   )
   parser.add_argument(
     "--score_mode",
     choices=SCORE_MODES,
     default=None,
-    help="rank-classification score: sum (of log-probs; default), mean (per token), or "
-    "greedy_prefix (the original robustness study's rule; see robust_prompt/eval/rank.py)",
+    help="rank-classification score: sum (of the option's token log-probs, EOS included for T5 "
+    "unless --option_eos no; default), mean (per token), acc_norm (sum / the option's UTF-8 "
+    "bytes, lm-evaluation-harness's), or greedy_prefix (the original robustness study's rule; "
+    "equal to it at batch size 1; ties go to the lowest option index, as in every mode; "
+    "docs/metrics.md)",
   )
   parser.add_argument(
     "--max_decode_length",
@@ -102,6 +154,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 _CONFIGURED = None
+
+
+def _read_ids(path: str) -> frozenset[str]:
+  """The ids of an --example_ids file (one a line; blank lines and # comments skipped)."""
+  try:
+    text = pathlib.Path(path).read_text(encoding="utf-8")
+  except FileNotFoundError:
+    raise UserError(f"--example_ids {path}: no such file") from None
+  except UnicodeDecodeError as e:
+    raise UserError(f"--example_ids {path}: not UTF-8 text ({e})") from e
+  ids = {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
+  if not ids:
+    raise UserError(f"--example_ids {path}: holds no ids (one example id a line)")
+  return frozenset(ids)
 
 
 def configured_settings():
@@ -126,12 +192,18 @@ SETTING_FLAGS = (
   "max_target_length",
   "max_decode_length",
   "max_examples",
+  "log_inputs",
+  "prompt_format",
 )
 
 
 def _settings(args: argparse.Namespace):
   """EvalSettings from gin (`evaluate.*`) with explicit flags on top."""
   explicit = {k: getattr(args, k) for k in SETTING_FLAGS if getattr(args, k, None) is not None}
+  if not explicit.get("log_inputs"):
+    explicit.pop("log_inputs", None)  # a store_true flag: absent = gin decides
+  if getattr(args, "example_ids", None):
+    explicit["example_ids"] = _read_ids(args.example_ids)
   try:
     return configured_settings()(**explicit)
   except ValueError as e:
@@ -145,6 +217,29 @@ def _mesh_from_gin() -> str | None:
   if data is None and model is None:
     return None
   return f"data={-1 if data is None else data},model={1 if model is None else model}"
+
+
+# What `--overwrite` deletes: this command's own outputs, nothing else in the directory.
+_OUTPUTS = (
+  "run.json", "results.jsonl", "per_instruction.csv", "summary.json", "report.md", "report.html",
+  "REPORTS_INCOMPLETE",
+)  # fmt: skip
+
+
+def _clear_outputs(output_dir: pathlib.Path) -> None:
+  import shutil
+
+  for name in _OUTPUTS:
+    (output_dir / name).unlink(missing_ok=True)
+  shutil.rmtree(output_dir / "plots", ignore_errors=True)
+
+
+def _first_chunks(chunks):
+  """One chunk per task (a task's chunks share their examples)."""
+  seen = {}
+  for c in chunks:
+    seen.setdefault(c.task, c)
+  return list(seen.values())
 
 
 def _register_benchmark(args: argparse.Namespace) -> list[str]:
@@ -191,11 +286,7 @@ def _register_benchmark(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-  from robust_prompt import io_utils, seqio_tasks
-  from robust_prompt.data.example import DataError
-  from robust_prompt.eval import checks, engine, registry, resume
-  from robust_prompt.instructions.schema import InstructionError
-  from robust_prompt.model import soft_prompt
+  from robust_prompt import io_utils
 
   gin_utils.register_configurables()
   configured_settings()  # the gin name must exist before files that bind it are parsed
@@ -207,6 +298,31 @@ def run(args: argparse.Namespace) -> int:
     output_dir = io_utils.check_writable_dir(args.output_dir)
   except io_utils.NotWritableError as e:
     raise UserError(f"--output_dir: {e}") from e
+  # One writer per directory (the kernel releases the lock even when the process is killed);
+  # on a multi-host run only process 0 writes, so only it locks.
+  import contextlib
+
+  from robust_prompt import multihost
+
+  lock = contextlib.nullcontext()
+  if multihost.is_main_process():
+    lock = io_utils.DirectoryLock(output_dir, "robust-prompt eval")
+  try:
+    with lock:
+      return _run_locked(args, settings, output_dir)
+  except io_utils.DirectoryLockedError as e:
+    raise UserError(str(e)) from e
+
+
+def _run_locked(args: argparse.Namespace, settings, output_dir: pathlib.Path) -> int:
+  from robust_prompt import io_utils, seqio_tasks
+  from robust_prompt.data.example import DataError
+  from robust_prompt.eval import checks, engine, registry, resume
+  from robust_prompt.instructions.schema import InstructionError
+  from robust_prompt.model import soft_prompt
+
+  if args.overwrite:
+    _clear_outputs(output_dir)
   if bool(args.mixture) == bool(args.benchmark):
     raise UserError("say what to evaluate: either --benchmark (with --data_dir) or --mixture")
   try:
@@ -221,24 +337,58 @@ def run(args: argparse.Namespace) -> int:
   mesh = common.mesh_from_args(args)
   loaded = common.model_from_args(args, mesh)
   prompt, prompt_digest = None, None
-  model_name = args.model_name or loaded.source
+  # The default label: --model, as an absolute path when it is one (so that a relative and an
+  # absolute spelling of one directory give one label).
+  source = pathlib.Path(args.model).expanduser()
+  model_name = args.model_name or (str(source.resolve()) if source.exists() else loaded.source)
   if args.prompt:
     prompt = common.load_prompt(args.prompt, loaded.config.d_model)
     prompt_digest = soft_prompt.prompt_digest(args.prompt)
     if not args.model_name:
       # A content digest, not the file name: every trained prompt is a `prompt.npy`.
-      model_name = f"{loaded.source}+prompt:{prompt_digest}"
+      model_name = f"{model_name}+prompt:{prompt_digest}"
+  from robust_prompt import vocab as vocab_lib
+  from robust_prompt.model import prompted
+
+  try:
+    model = prompted.for_config(
+      loaded.config,
+      append_eos=None if args.option_eos is None else args.option_eos == "yes",
+      target_delimiter=args.target_delimiter,
+    )
+  except TypeError as e:
+    raise UserError(f"{e}: --target_delimiter is for decoder-only models") from e
+  try:
+    spec = vocab_lib.vocabulary_spec(loaded.vocab)
+  except ValueError:
+    spec = {"vocabulary": str(loaded.vocab)}
+  if spec.get("path") and pathlib.Path(spec["path"]).is_file():
+    spec["path"] = resume.file_digest(spec["path"])  # what it holds, not where it lies
+  vocab_id = resume.digest(spec)
+  # Everything that changes the numbers: a rerun into this directory must match all of it.
   fp = engine.fingerprint(
-    model=loaded.source,
+    model=resume.model_digest(args.model),
     chunks=chunks,
     settings=settings,
     prompt_digest=prompt_digest,
-    extra={"benchmark": args.benchmark, "mixture": args.mixture, "model_name": model_name},
+    extra={
+      "benchmark": args.benchmark,
+      "mixture": args.mixture,
+      "model_name": model_name,
+      "dtype": str(loaded.config.dtype),
+      "vocabulary": vocab_id,
+      "scoring": repr(model),
+      "data": resume.digest(
+        [
+          [e.id, dict(e.fields), list(e.options), e.answer]
+          for c in _first_chunks(chunks)
+          for e in c.examples
+        ]
+      ),
+    },
   )
-  from robust_prompt.model import prompted
-
   evaluator = engine.Evaluator(
-    prompted.for_config(loaded.config),
+    model,
     loaded.params,
     loaded.vocab,
     settings,
@@ -254,8 +404,23 @@ def run(args: argparse.Namespace) -> int:
       run_fingerprint=fp,
       progress=not args.no_progress,
     )
-  except (resume.FingerprintMismatch, checks.NonFiniteScoreError) as e:
+  except (
+    resume.FingerprintMismatch,
+    resume.CorruptResults,
+    checks.NonFiniteScoreError,
+    engine.OptionsTieError,
+  ) as e:
     raise UserError(str(e)) from e
+  counts = engine.truncation_counts(io_utils.read_jsonl(output_dir / resume.RESULTS_FILE))
+  for task, c in counts.items():
+    if c["inputs_truncated"] or c["options_truncated"]:
+      print(
+        f"warning: {task}: {c['inputs_truncated']} of {c['rows']} inputs longer than "
+        f"max_input_length={settings.max_input_length} and {c['options_truncated']} options "
+        f"longer than max_target_length={settings.max_target_length} were truncated "
+        "(summary.json: truncation)",
+        file=sys.stderr,
+      )
   if result.resumed_chunks:
     print(
       f"resumed: {result.resumed_chunks} of {result.num_chunks} (task, instruction) chunks were "

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import math
 import os
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +46,27 @@ from robust_prompt.instructions.render import Rendered, render
 from robust_prompt.instructions.schema import Instruction
 from robust_prompt.model import prompted
 from robust_prompt.model.prompted import PromptedModel
+
+# Rank-classification scores: the model's modes, and "acc_norm" (lm-evaluation-harness's
+# byte-length normalisation: the "sum" log-likelihood divided by the option's UTF-8 length).
+SCORE_MODES = (*prompted.SCORE_MODES, "acc_norm")
+
+
+class OptionsTieError(ValueError):
+  """Truncation made different options of an example identical (so they must tie)."""
+
+
+def take(examples: Sequence, max_examples: int | float | None, example_ids=None) -> tuple:
+  """The examples a run evaluates: the chosen ids, then the first N (or ceil(F * n))."""
+  out = tuple(examples)
+  if example_ids is not None:
+    out = tuple(e for e in out if e.id in example_ids)
+  if max_examples is None:
+    return out
+  if isinstance(max_examples, float) and max_examples < 1:
+    return out[: math.ceil(max_examples * len(out))]
+  return out[: int(max_examples)]
+
 
 # Smallest buckets (powers of two above them): option counts 2, 4, 8, ...; option lengths
 # 2, 4, 8, ... (a letter + EOS is 2 tokens).
@@ -65,7 +88,12 @@ class EvalSettings:
     max_input_length: inputs are truncated to this many tokens (EOS kept).
     max_target_length: options / references are truncated to this many tokens (EOS kept).
     max_decode_length: greedy steps for generative tasks.
-    max_examples: evaluate only the first N examples of each task (None: all).
+    max_examples: evaluate only the first N examples of each task, or (a float in (0, 1)) the
+      first ceil(F * n) (None: all).
+    example_ids: evaluate only these example ids (None: all).
+    log_inputs: results rows also carry the rendered input text.
+    prompt_format: how the rendered text is wrapped for the model: "raw", "alpaca" or "chat"
+      (`model/prompt_formats.py`; decoder-only instruction-tuned models).
     pool_rows: rows of consecutive (task, instruction) chunks batched together (`plan_pools`);
       results are written, and a killed run resumes, a pool at a time.
     num_fewshot: K solved demonstrations before each input, rendered with the same instruction
@@ -81,8 +109,11 @@ class EvalSettings:
   max_input_length: int = 1024
   max_target_length: int = 256
   max_decode_length: int = 32
-  max_examples: int | None = None
+  max_examples: int | float | None = None
   pool_rows: int = 2048
+  example_ids: frozenset[str] | None = None
+  log_inputs: bool = False
+  prompt_format: str = "raw"
   num_fewshot: int = 0
   fewshot_split: str | None = None
   fewshot_seed: int = 1234
@@ -95,8 +126,11 @@ def evaluate_settings(
   max_input_length: int = 1024,
   max_target_length: int = 256,
   max_decode_length: int = 32,
-  max_examples: int | None = None,
+  max_examples: int | float | None = None,
   pool_rows: int = 2048,
+  example_ids=None,
+  log_inputs: bool = False,
+  prompt_format: str = "raw",
   num_fewshot: int = 0,
   fewshot_split: str | None = None,
   fewshot_seed: int = 1234,
@@ -107,8 +141,6 @@ def evaluate_settings(
   Raises:
     ValueError: an unknown score mode or a non-positive size.
   """
-  if score_mode not in rank.SCORE_MODES:
-    raise ValueError(f"score_mode {score_mode!r} is not one of {', '.join(rank.SCORE_MODES)}")
   sizes = dict(
     batch_size=batch_size,
     max_input_length=max_input_length,
@@ -116,8 +148,18 @@ def evaluate_settings(
     max_decode_length=max_decode_length,
     pool_rows=pool_rows,
   )
-  if max_examples is not None:
+  if isinstance(max_examples, float) and not max_examples.is_integer():
+    if not 0 < max_examples < 1:
+      raise ValueError(f"max_examples as a fraction must be in (0, 1), got {max_examples!r}")
+  elif max_examples is not None:
+    max_examples = int(max_examples)
     sizes["max_examples"] = max_examples
+  if score_mode not in SCORE_MODES:
+    raise ValueError(f"score_mode {score_mode!r} is not one of {', '.join(SCORE_MODES)}")
+  from robust_prompt.model.prompt_formats import FORMATS
+
+  if prompt_format not in FORMATS:
+    raise ValueError(f"prompt_format {prompt_format!r} is not one of {', '.join(FORMATS)}")
   for name, value in sizes.items():
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -131,6 +173,9 @@ def evaluate_settings(
     max_decode_length=max_decode_length,
     max_examples=max_examples,
     pool_rows=pool_rows,
+    example_ids=None if example_ids is None else frozenset(example_ids),
+    log_inputs=bool(log_inputs),
+    prompt_format=prompt_format,
     num_fewshot=num_fewshot,
     fewshot_split=fewshot_split,
     fewshot_seed=fewshot_seed,
@@ -166,7 +211,7 @@ def plan_chunks(
   """
   chunks = []
   for task, examples in tasks.items():
-    examples = tuple(examples[:max_examples] if max_examples is not None else examples)
+    examples = take(examples, max_examples)
     if not examples:
       continue
     for instruction in instructions_for_task(instructions, task):
@@ -223,6 +268,12 @@ def fingerprint(
     "num_instructions": len(instructions),
     "score_mode": settings.score_mode,
     "max_examples": settings.max_examples,
+    **(
+      {}
+      if settings.example_ids is None
+      else {"example_ids": resume.digest(sorted(settings.example_ids))}
+    ),
+    "prompt_format": settings.prompt_format,
     "max_input_length": settings.max_input_length,
     "max_target_length": settings.max_target_length,
     "max_decode_length": settings.max_decode_length,
@@ -254,7 +305,7 @@ def eval_step(model: PromptedModel, kind: str, option: str | int, out_shardings=
   evaluators of one architecture share compilations (e.g. a baseline and a soft-prompt run).
   """
   if kind == "options":
-    prompted.check_mode(option)
+    option = "sum" if option == "acc_norm" else prompted.check_mode(option)
 
     def fn(params, prompt, batch):
       return model.option_log_probs(params, prompt, batch, mode=option)
@@ -326,10 +377,57 @@ class Evaluator:
 
   # -- chunks ------------------------------------------------------------------------------------
 
+  def texts(self, chunk: Chunk) -> list[str]:
+    """The model's input texts of a chunk: the rendered inputs in `settings.prompt_format`."""
+    texts = [r.inputs for r in chunk.rendered]
+    if self.settings.prompt_format == "raw":
+      return texts
+    from robust_prompt.model.prompt_formats import format_input
+
+    config = getattr(self.vocab, "tokenizer_config", None)
+    return [format_input(self.settings.prompt_format, t, "", config) for t in texts]
+
   def input_ids(self, chunk: Chunk) -> list[list[int]]:
     """The token ids of a chunk's rendered inputs (the family's tokenization, truncated)."""
-    texts = [r.inputs for r in chunk.rendered]
-    return self.model.encode_inputs(self.vocab, texts, self.settings.max_input_length)
+    return self._encode_inputs(self.texts(chunk))[0]
+
+  def _encode_inputs(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+    """Ids truncated the family's way, and which inputs truncation cut."""
+    cap = self.settings.max_input_length
+    full = self.model.encode_inputs(self.vocab, texts, None)
+    cut = [i for i, ids in enumerate(full) if len(ids) > cap]
+    if cut:
+      for i, ids in zip(cut, self.model.encode_inputs(self.vocab, [texts[i] for i in cut], cap)):
+        full[i] = ids
+    flags = [False] * len(texts)
+    for i in cut:
+      flags[i] = True
+    return full, flags
+
+  def _encode_options(self, chunk: Chunk, texts: list[str]) -> tuple[list, list[int]]:
+    """Option ids (truncated) and, per row, how many options truncation cut.
+
+    Raises:
+      OptionsTieError: truncation made two different options identical.
+    """
+    cap = self.settings.max_target_length
+    opts = [r.options for r in chunk.rendered]
+    full = self.model.encode_options(self.vocab, texts, opts, None)
+    counts = [sum(len(o) > cap for o in row) for row in full]
+    rows = [i for i, c in enumerate(counts) if c]
+    if rows:
+      cut = self.model.encode_options(
+        self.vocab, [texts[i] for i in rows], [opts[i] for i in rows], cap
+      )
+      for i, ids in zip(rows, cut):
+        full[i] = ids
+        if len({tuple(o) for o in ids}) < len(set(opts[i])):
+          raise OptionsTieError(
+            f"--max_target_length {cap} cuts different options of example "
+            f"{chunk.examples[i].id!r} (task {chunk.task}, instruction {chunk.instruction.id}) "
+            "to the same tokens, so they would tie: raise --max_target_length"
+          )
+    return full, counts
 
   def score_chunk(self, chunk: Chunk, model_name: str) -> list[dict]:
     """Scores one (task, instruction) chunk; returns its results rows in example order."""
@@ -359,13 +457,17 @@ class Evaluator:
     """
     inputs: list[list[int]] = []
     options: list[list[list[int]]] = []
+    cut_inputs: list[bool] = []
+    cut_options: list[int] = []
     cap = self.settings.max_target_length
     for chunk in chunks:
-      texts = [r.inputs for r in chunk.rendered]
-      inputs.extend(self.input_ids(chunk))
-      options.extend(
-        self.model.encode_options(self.vocab, texts, [r.options for r in chunk.rendered], cap)
-      )
+      texts = self.texts(chunk)
+      ids, flags = self._encode_inputs(texts)
+      inputs.extend(ids)
+      cut_inputs.extend(flags)
+      opts, counts = self._encode_options(chunk, texts)
+      options.extend(opts)
+      cut_options.extend(counts)
     total = sum(len(c.rendered) for c in chunks)
     plans = batching.plan_batches(
       [len(x) for x in inputs],
@@ -396,8 +498,17 @@ class Evaluator:
     results, at = [], 0
     for chunk in chunks:
       rows = []
-      for ex, r, out in zip(chunk.examples, chunk.rendered, outputs[at : at + len(chunk.rendered)]):
-        rows.append(make_row(model_name, chunk, ex, r, out))
+      for k, (ex, r) in enumerate(zip(chunk.examples, chunk.rendered)):
+        out = outputs[at + k]
+        if r.options and self.settings.score_mode == "acc_norm":
+          lengths = np.array([max(len(o.encode("utf-8")), 1) for o in r.options], np.float32)
+          out = np.asarray(out, np.float32) / lengths
+        row = make_row(model_name, chunk, ex, r, out)
+        row["truncated_input"] = cut_inputs[at + k]
+        row["truncated_options"] = cut_options[at + k]
+        if self.settings.log_inputs:
+          row["inputs"] = r.inputs
+        rows.append(row)
       # Before anything is written: a NaN score would otherwise "predict" the first option.
       checks.check_finite_scores(rows)
       results.append(rows)
@@ -460,6 +571,9 @@ def make_row(model_name: str, chunk: Chunk, example: Example, rendered: Rendered
     "split": chunk.instruction.split,
     "source": chunk.instruction.source,
     "example_id": example.id,
+    "options": list(rendered.options),
+    # The rendered input, for checking a run against another tool's (`--log_inputs` keeps it).
+    "input_digest": hashlib.sha256(rendered.inputs.encode("utf-8")).hexdigest()[:16],
     "option_scores": scores,
     "prediction": prediction,
     "gold": _gold(rendered),
@@ -546,8 +660,41 @@ def evaluate(
   files = {"results": results_path, "run": output_dir / resume.RUN_FILE}
   if main and write_reports:
     texts = {c.instruction.id: c.instruction.template for c in chunks}
-    files.update(write_report_files(output_dir, io_utils.read_jsonl(results_path), texts))
+    # Until the reports are all written, a marker says they are not to be trusted (a kill
+    # mid-way leaves it; the rerun that resumes rewrites the reports and removes it).
+    marker = output_dir / REPORTS_INCOMPLETE
+    marker.write_text("reports are being written; rerun the same command if this file stays\n")
+    rows = io_utils.read_jsonl(results_path)
+    files.update(write_report_files(output_dir, rows, texts))
+    _add_truncation(files["summary"], rows)
+    marker.unlink()
   return EvalResult(output_dir, total, len(chunks), done, files)
+
+
+REPORTS_INCOMPLETE = "REPORTS_INCOMPLETE"
+
+
+def truncation_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+  """Per task: rows whose input was truncated, and options cut (over all instructions)."""
+  out: dict[str, dict[str, int]] = {}
+  for row in rows:
+    t = out.setdefault(row["task"], {"rows": 0, "inputs_truncated": 0, "options_truncated": 0})
+    t["rows"] += 1
+    t["inputs_truncated"] += bool(row.get("truncated_input"))
+    t["options_truncated"] += int(row.get("truncated_options") or 0)
+  return out
+
+
+def _add_truncation(summary_path: pathlib.Path, rows: Sequence[Mapping[str, Any]]) -> None:
+  """Adds `truncation` (per task, `truncation_counts`) to summary.json."""
+  import json
+
+  summary = json.loads(summary_path.read_text(encoding="utf-8"))
+  counts = truncation_counts(rows)
+  summary["truncation"] = {
+    t: c for t, c in counts.items() if c["inputs_truncated"] or c["options_truncated"]
+  }
+  io_utils.atomic_write_json(summary_path, summary)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):

@@ -26,7 +26,7 @@ import numpy as np
 from robust_prompt import seqio_tasks
 from robust_prompt.data import sources
 from robust_prompt.data.example import DataError, Example
-from robust_prompt.eval.engine import Chunk, EvalSettings
+from robust_prompt.eval.engine import Chunk, EvalSettings, take
 from robust_prompt.instructions import fewshot
 from robust_prompt.instructions.render import Rendered, render
 from robust_prompt.instructions.schema import Instruction
@@ -63,7 +63,7 @@ def chunks_from_registry(
   names: Sequence[str],
   *,
   split: str = "test",
-  max_examples: int | None = None,
+  max_examples: int | float | None = None,
   settings: EvalSettings | None = None,
 ) -> list[Chunk]:
   """One chunk per SeqIO task of `names` (mixtures expanded), in order.
@@ -76,8 +76,11 @@ def chunks_from_registry(
       too few examples for the demonstrations.
   """
   fewshot = settings.num_fewshot if settings is not None else 0
-  if settings is not None and max_examples is None:
-    max_examples = settings.max_examples
+  example_ids = None
+  if settings is not None:
+    example_ids = settings.example_ids
+    if max_examples is None:
+      max_examples = settings.max_examples
   chunks = []
   for name in expand(names):
     label = seqio_tasks.label_of(name)
@@ -91,7 +94,7 @@ def chunks_from_registry(
     if ours is not None:
       benchmark, task, data_dir, instruction = ours
       all_examples = tuple(sources.load_task(task, data_dir, benchmark=benchmark))
-      examples = all_examples[:max_examples] if max_examples is not None else all_examples
+      examples = take(all_examples, max_examples, example_ids)
       if fewshot:
         rendered = _with_demos(
           instruction, task, data_dir, benchmark, examples, all_examples, settings
@@ -108,7 +111,7 @@ def chunks_from_registry(
         label.instruction_id, (label.task,), label.template, "none", "option_text",
         label.split, label.source, file=f"seqio:{name}",
       )  # fmt: skip
-      examples, rendered = _read_task(name, label.task, split, max_examples)
+      examples, rendered = _read_task(name, label.task, split, max_examples, example_ids)
     if examples:
       chunks.append(Chunk(label.task, instruction, examples, rendered))
   if not chunks:
@@ -142,7 +145,7 @@ def _with_demos(instruction, task, data_dir, benchmark, examples, all_examples, 
   return tuple(out)
 
 
-def _read_task(name: str, task: str, split: str, max_examples: int | None):
+def _read_task(name: str, task: str, split: str, max_examples, example_ids=None):
   """A user task's text features (its preprocessors up to tokenization) as examples."""
   import seqio
 
@@ -162,12 +165,10 @@ def _read_task(name: str, task: str, split: str, max_examples: int | None):
   rows = [{k: _py(v) for k, v in ex.items()} for ex in ds.as_numpy_iterator()]
   if rows and "idx" in rows[0]:
     rows = _regroup_options(name, rows)
-  examples, rendered = [], []
-  for i, row in enumerate(rows[:max_examples] if max_examples is not None else rows):
-    ex, r = _example(name, task, i, row)
-    examples.append(ex)
-    rendered.append(r)
-  return tuple(examples), tuple(rendered)
+  pairs = [_example(name, task, i, row) for i, row in enumerate(rows)]
+  kept = {id(e) for e in take([e for e, _ in pairs], max_examples, example_ids)}
+  pairs = [(e, r) for e, r in pairs if id(e) in kept]
+  return tuple(e for e, _ in pairs), tuple(r for _, r in pairs)
 
 
 def _py(value):

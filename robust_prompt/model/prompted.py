@@ -141,23 +141,33 @@ def register(config_type: type, model_type: type[PromptedModel]) -> None:
   _FAMILIES[config_type] = model_type
 
 
-def for_config(config: Any) -> PromptedModel:
-  """The `PromptedModel` of a loaded model's config (the family follows the config's type)."""
+def for_config(config: Any, **options) -> PromptedModel:
+  """The `PromptedModel` of a loaded model's config (the family follows the config's type).
+
+  `options` set the family's scoring conventions (fields of its class, e.g. `append_eos`,
+  `target_delimiter`); None values keep the family's defaults.
+
+  Raises:
+    TypeError: no family for the config, or an option the family does not have.
+  """
   _register_builtin()
+  options = {k: v for k, v in options.items() if v is not None}
   for config_type, model_type in _FAMILIES.items():
     if isinstance(config, config_type):
-      return model_type(config)
+      fields = {f.name for f in dataclasses.fields(model_type)}
+      unknown = sorted(set(options) - fields)
+      if unknown:
+        raise TypeError(f"the {model_type.family} family has no option(s) {unknown}")
+      return model_type(config, **options)
   raise TypeError(f"no prompted-model family for a config of type {type(config).__name__}")
 
 
 def _register_builtin() -> None:
   # Imported here: the implementations import this module.
-  from robust_prompt.model import prompted_t5  # noqa: F401
-
-  try:
-    from robust_prompt.model import prompted_decoder  # noqa: F401
-  except ImportError:  # pragma: no cover - the decoder-only family is optional while it is built
-    pass
+  from robust_prompt.model import (
+    prompted_decoder,  # noqa: F401
+    prompted_t5,  # noqa: F401
+  )
 
 
 def check_mode(mode: str) -> str:

@@ -38,6 +38,9 @@ class PromptedT5(prompted.PromptedModel):
   """T5 with an optional soft prompt before the encoder input."""
 
   config: T5Config
+  # Options and targets end with EOS (the Hugging Face `labels` convention; also what T5 was
+  # trained to emit). False: lm-evaluation-harness's convention of scoring the text only.
+  append_eos: bool = True
   family: ClassVar[str] = "t5"
 
   @property
@@ -55,10 +58,13 @@ class PromptedT5(prompted.PromptedModel):
   ) -> list[list[list[int]]]:
     """Each option on its own (`tokens + [EOS]`): a T5 option does not depend on the input."""
     del texts
-    return [vocab_lib.encode_targets(vocab, opts, max_length) if opts else [] for opts in options]
+    return [self.encode_targets(vocab, opts, max_length) if opts else [] for opts in options]
 
   def encode_targets(self, vocab, targets: Sequence[str], max_length: int) -> list[list[int]]:
-    return vocab_lib.encode_targets(vocab, targets, max_length)
+    if self.append_eos:
+      return vocab_lib.encode_targets(vocab, targets, max_length)
+    ids = [list(vocab.encode(t)) for t in targets]
+    return [x[:max_length] if max_length is not None else x for x in ids]
 
   # -- device side ---------------------------------------------------------------------------
 
