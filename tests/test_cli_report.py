@@ -231,3 +231,29 @@ def test_report_models_whose_names_share_a_slug(tmp_path):
   rc, out = _run(tmp_path, body)
   assert rc == 0
   assert len(list((out / "plots").glob("accuracy_*.png"))) == 2
+
+
+def test_report_estimates_from_a_partial_results_file(tmp_path, capsys):
+  """`report --results partial.jsonl --estimate`: the full-grid figures estimated from the cells
+  that were scored (as after `eval --budget`), marked as estimated in summary.json and report.md."""
+  rows = [
+    r for r in _results_rows() if not (r["instruction_id"] == "o1" and r["example_id"] == "e3")
+  ]
+  results = tmp_path / "results.jsonl"
+  io_utils.append_jsonl(results, rows)
+  csv = tmp_path / "in.csv"
+  csv.write_text(
+    HEADER + "m,mmlu:x,o1,observed,human,3,1.0\nm,mmlu:x,o2,observed,human,4,0.5\n"
+    "m,mmlu:x,u1,unobserved,human,4,0.25\nm,mmlu:x,u2,unobserved,human,4,0.5\n"
+  )
+  out = tmp_path / "o"
+  argv = ["report", "--per_instruction", str(csv), "--output_dir", str(out), "--estimate"]
+  assert main(argv) == 1 and "--estimate needs --results" in capsys.readouterr().err
+  assert main([*argv, "--results", str(results)]) == 0, capsys.readouterr().err
+  doc = json.loads((out / "summary.json").read_text())["budget"]["m"]
+  assert doc["n_cells"] == 16 and doc["n_evaluated"] == 15
+  task = doc["tasks"]["mmlu:x"]
+  assert task["estimated"] is True and task["gap"]["ci95"] is not None
+  o1 = next(i for i in task["instructions"] if i["instruction_id"] == "o1")
+  assert o1["n_evaluated"] == 3 and 0.75 <= o1["accuracy"] <= 1.0  # 3 of 3 seen, one predicted
+  assert "Estimated from a budgeted evaluation" in (out / "report.md").read_text()

@@ -134,3 +134,32 @@ def test_acc_norm_fractions_ids_and_corrupt_results(tiny, mmlu_dir, tmp_path, ca
   code, err = run_cli(_base(tiny, mmlu_dir, instructions, plain), capsys)
   assert code == 1 and "results.jsonl:2" in err and "--overwrite" in err
   assert path.read_bytes() == before
+
+
+def test_budget_scores_part_of_the_grid_and_raising_it_adds_only_new_cells(
+  tiny, mmlu_dir, tmp_path, capsys
+):
+  instructions = write_jsonl(tmp_path / "i.jsonl", MMLU_INSTRUCTIONS)
+  out = tmp_path / "out"
+  argv = _base(tiny, mmlu_dir, instructions, out)
+  argv[argv.index("--max_examples") + 1] = "8"
+  code, err = run_cli([*argv, "--budget", "0.5"], capsys)
+  assert code == 0, err
+  first = _rows(out)
+  assert 8 <= len(first) < 16  # about half of 2 instructions x 8 examples
+  assert {r["instruction_id"] for r in first} == {"obs_letters", "unobs_letters"}
+  summary = json.loads((out / "summary.json").read_text())
+  doc = next(iter(summary["budget"].values()))
+  assert doc["budget"] == 0.5 and doc["n_cells"] == 16 and doc["n_evaluated"] == len(first)
+  assert doc["tasks"]["mmlu:anatomy"]["estimated"] is True
+  assert "Estimated from a budgeted evaluation" in (out / "report.md").read_text()
+  # A lower budget into the same directory is refused; a higher one scores only the new cells.
+  code, err = run_cli([*argv, "--budget", "0.25"], capsys)
+  assert code == 1 and "can only be raised" in err
+  code, err = run_cli([*argv, "--budget", "1.0"], capsys)
+  assert code == 0, err
+  rows = _rows(out)
+  assert rows[: len(first)] == first and len(rows) == 16
+  assert len({(r["instruction_id"], r["example_id"]) for r in rows}) == 16
+  doc = next(iter(json.loads((out / "summary.json").read_text())["budget"].values()))
+  assert doc["tasks"]["mmlu:anatomy"]["estimated"] is False  # the full grid: exact figures

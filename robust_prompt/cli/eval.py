@@ -15,6 +15,7 @@ Settings come from (later wins): library defaults < gin (`--gin_file runs/eval.g
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 
@@ -55,6 +56,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     nargs="+",
     default=[],
     help="Python modules to import first: they register the --mixture tasks (T5X style)",
+  )
+  parser.add_argument(
+    "--budget",
+    type=float,
+    default=None,
+    help="score only a seeded, balanced fraction F (0 < F <= 1) of the (instruction x example) "
+    "grid and estimate the rest (docs/metrics.md, Budgeted evaluation); rerun with a larger F "
+    "to score only the new cells",
+  )
+  parser.add_argument(
+    "--budget_seed", type=int, default=0, help="seed of the --budget design (default 0)"
   )
   parser.add_argument(
     "--num_fewshot",
@@ -221,7 +233,7 @@ def _mesh_from_gin() -> str | None:
 
 # What `--overwrite` deletes: this command's own outputs, nothing else in the directory.
 _OUTPUTS = (
-  "run.json", "results.jsonl", "per_instruction.csv", "summary.json", "report.md", "report.html",
+  "run.json", "results.jsonl", "budget.json", "per_instruction.csv", "summary.json", "report.md", "report.html",
   "REPORTS_INCOMPLETE",
 )  # fmt: skip
 
@@ -232,6 +244,59 @@ def _clear_outputs(output_dir: pathlib.Path) -> None:
   for name in _OUTPUTS:
     (output_dir / name).unlink(missing_ok=True)
   shutil.rmtree(output_dir / "plots", ignore_errors=True)
+
+
+def _budget_plan(args, output_dir: pathlib.Path, chunks):
+  """The chunks of a `--budget` run (rows already scored first) and its summary section."""
+  import warnings
+
+  from robust_prompt import io_utils
+  from robust_prompt.eval import budget_design, budget_run, resume
+
+  try:
+    fraction = budget_design.check_budget(args.budget)
+  except ValueError as e:
+    raise UserError(f"--budget: {e}") from e
+  state_path = output_dir / "budget.json"
+  done_rows = []
+  if state_path.exists():
+    old = json.loads(state_path.read_text(encoding="utf-8"))
+    if old.get("seed") != args.budget_seed:
+      raise UserError(
+        f"{output_dir} holds a budgeted run with --budget_seed {old.get('seed')}; use it again "
+        "(or --overwrite)"
+      )
+    if fraction < old.get("budget", 0):
+      raise UserError(
+        f"{output_dir} holds a run at --budget {old['budget']}: a budget can only be raised "
+        "(or start afresh with --overwrite)"
+      )
+  results = output_dir / resume.RESULTS_FILE
+  if results.exists():
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", io_utils.TornLineWarning)
+      try:
+        done_rows = io_utils.read_jsonl(results, truncate_torn=True)
+      except ValueError as e:
+        raise UserError(f"{e}; rerun with --overwrite to start afresh") from e
+  try:
+    planned = budget_run.plan(chunks, fraction, args.budget_seed, done_rows)
+  except ValueError as e:
+    raise UserError(f"{output_dir}: {e}; use another --output_dir or --overwrite") from e
+  io_utils.atomic_write_json(state_path, {"budget": fraction, "seed": args.budget_seed})
+  total = sum(len(c.examples) for c in chunks)
+  todo = sum(len(c.examples) for c in planned) - len(done_rows)
+  print(
+    f"budget {fraction:g}: {todo} new of {total} (instruction x example) cells to score "
+    f"({len(done_rows)} scored before)",
+    file=sys.stderr,
+  )
+
+  def extra(rows):
+    section = budget_run.summary_section(rows, fraction, args.budget_seed)
+    return "budget", section, budget_run.report_lines(section)
+
+  return planned, extra
 
 
 def _first_chunks(chunks):
@@ -387,6 +452,9 @@ def _run_locked(args: argparse.Namespace, settings, output_dir: pathlib.Path) ->
       ),
     },
   )
+  summary_extra = None
+  if args.budget is not None:
+    chunks, summary_extra = _budget_plan(args, output_dir, chunks)
   evaluator = engine.Evaluator(
     model,
     loaded.params,
@@ -403,6 +471,7 @@ def _run_locked(args: argparse.Namespace, settings, output_dir: pathlib.Path) ->
       model_name=model_name,
       run_fingerprint=fp,
       progress=not args.no_progress,
+      summary_extra=summary_extra,
     )
   except (
     resume.FingerprintMismatch,

@@ -70,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     help="a (model, task, instruction_id) on several CSV lines: error (default), keep the first, "
     "or average the repeats' accuracies",
   )
+  parser.add_argument(
+    "--estimate",
+    action="store_true",
+    help="with --results: estimate the full-grid figures from a partial grid (any subset of "
+    "cells, e.g. an `eval --budget` run) into summary.json's budget section and report.md",
+  )
   parser.add_argument("--title", default="Instruction-robustness report", help="report title")
 
 
@@ -133,6 +139,27 @@ def _merge_results(tabs: dict, paths: list[str]) -> dict:
   return merged
 
 
+def _write_estimate(output_dir: pathlib.Path, results: list[str]) -> None:
+  """The budgeted-evaluation estimate of the --results rows, into summary.json and report.md."""
+  import json
+
+  from robust_prompt import io_utils
+  from robust_prompt.eval import budget_run
+
+  if not results:
+    raise UserError("--estimate needs --results (the scored cells to estimate from)")
+  rows = [row for path in results for row in io_utils.read_jsonl(path)]
+  section = budget_run.summary_section(rows, None, None)
+  path = output_dir / "summary.json"
+  summary = json.loads(path.read_text(encoding="utf-8"))
+  summary["budget"] = section
+  io_utils.atomic_write_json(path, summary)
+  md = output_dir / "report.md"
+  io_utils.atomic_write_text(
+    md, md.read_text(encoding="utf-8") + "\n".join(budget_run.report_lines(section)) + "\n"
+  )
+
+
 def run(args: argparse.Namespace) -> int:
   from robust_prompt import io_utils
   from robust_prompt.eval import report, summary, tables
@@ -177,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
     for model, s in summaries.items()
   ]
   report.write_report(output_dir, sections, title=args.title)
+  if args.estimate:
+    _write_estimate(output_dir, args.results)
   for model, s in summaries.items():
     g = s["macro"]["gap"]
     ci = g["ci95"]

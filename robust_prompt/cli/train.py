@@ -96,6 +96,7 @@ def configurables() -> dict:
       "loss_config",
       "write_config",
       "progress",
+      "run_meta",
     ]
     _CONFIGURABLES = {
       "train": gin.external_configurable(loop.train, name="train", denylist=not_from_gin),
@@ -125,6 +126,17 @@ def _gin_value(name: str, default):
     return gin.query_parameter(name)
   except ValueError:
     return default
+
+
+def _gin_section(prefix: str) -> dict:
+  """The gin bindings `prefix.*` in force (e.g. the optimizer's), as plain values."""
+  import gin
+
+  out = {}
+  for (scope, name), values in gin.config._CONFIG.items():  # noqa: SLF001 - no public listing
+    if name.split(".")[-1] == prefix and not scope:
+      out.update({k: repr(v) for k, v in values.items()})
+  return dict(sorted(out.items()))
 
 
 def _is_required(name: str) -> bool:
@@ -166,12 +178,9 @@ def _initializer(settings, args, loaded):
 
 
 def run(args: argparse.Namespace) -> int:
-  import gin
 
   from robust_prompt import io_utils
-  from robust_prompt.instructions.schema import InstructionError
-  from robust_prompt.model import prompted
-  from robust_prompt.train import checkpointing, grouping
+  from robust_prompt.train import grouping
 
   gin_utils.register_configurables()
   configurables()
@@ -213,10 +222,55 @@ def run(args: argparse.Namespace) -> int:
     task_examples = common.load_task(args, task)
     examples.extend(task_examples[: args.max_examples] if args.max_examples else task_examples)
 
-  # Provenance: the exact training pool, so that evaluations can check they hold it out.
-  from robust_prompt import multihost
-  from robust_prompt.instructions.io import write_instructions
+  import contextlib
 
+  from robust_prompt import multihost
+
+  # One writer per model_dir (released by the kernel even when the process is killed).
+  lock = contextlib.nullcontext()
+  if multihost.is_main_process():
+    lock = io_utils.DirectoryLock(model_dir, "robust-prompt train")
+  try:
+    with lock:
+      return _train_locked(args, model_dir, pool, covered, examples)
+  except io_utils.DirectoryLockedError as e:
+    raise UserError(str(e)) from e
+
+
+def _pool_digest(pool) -> str:
+  from robust_prompt.eval import resume
+
+  return resume.digest([i.to_json_dict() for i in pool])
+
+
+def _check_pool(model_dir, pool) -> None:
+  """A resumed run must train on the same pool: refuse before anything is overwritten."""
+  from robust_prompt.instructions.io import load_instructions
+
+  path = model_dir / TRAIN_INSTRUCTIONS_FILE
+  checkpoints = model_dir / "checkpoints"
+  has_steps = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
+  if not path.exists() or not has_steps:
+    return
+  if _pool_digest(load_instructions([path])) != _pool_digest(pool):
+    raise UserError(
+      f"{model_dir} holds a run trained on another instruction pool ({path}); pass the same "
+      "--train_instructions to resume, or train into a new --model_dir"
+    )
+
+
+def _train_locked(args, model_dir, pool, covered, examples) -> int:
+  import gin
+
+  from robust_prompt import multihost
+  from robust_prompt.eval import resume
+  from robust_prompt.instructions.io import write_instructions
+  from robust_prompt.instructions.schema import InstructionError
+  from robust_prompt.model import prompted
+  from robust_prompt.train import checkpointing
+
+  _check_pool(model_dir, pool)
+  # Provenance: the exact training pool, so that evaluations can check they hold it out.
   if multihost.is_main_process():  # one writer on a shared model_dir
     write_instructions(pool, model_dir / TRAIN_INSTRUCTIONS_FILE)
 
@@ -242,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
   except ValueError as e:  # InstructionError included: it names the instruction's file:line
     raise UserError(str(e)) from e
   tx, schedule = _call("optimizer")
+  loss_config = _call("losses")
   prompt_init, prompt_length = _initializer(settings, args, loaded)
   print(
     f"training a {prompt_length}-vector prompt for {loaded.source} on {len(examples)} examples "
@@ -261,9 +316,18 @@ def run(args: argparse.Namespace) -> int:
       prompt_init=prompt_init,
       optimizer=tx,
       learning_rate_fn=schedule,
-      loss_config=_call("losses"),
+      loss_config=loss_config,
       write_config=gin.operative_config_str,
       progress=not args.no_progress,
+      # Everything else that changes the trained prompt: a resumed run must match it all.
+      run_meta={
+        "model": resume.model_digest(args.model),
+        "dtype": str(loaded.config.dtype),
+        "instruction_pool": _pool_digest(pool),
+        "losses": dataclasses.asdict(loss_config),
+        "optimizer": _gin_section("optimizer"),
+        "max_examples": args.max_examples,
+      },
     )
   except (checkpointing.ResumeMismatchError, InstructionError) as e:
     raise UserError(str(e)) from e

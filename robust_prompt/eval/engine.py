@@ -601,6 +601,7 @@ def evaluate(
   run_fingerprint: Mapping[str, Any],
   progress: bool = True,
   write_reports: bool = True,
+  summary_extra: Callable[[list[dict]], tuple[str, dict, list[str]]] | None = None,
 ) -> EvalResult:
   """Runs (or resumes) the evaluation of `chunks` into `output_dir`.
 
@@ -667,6 +668,15 @@ def evaluate(
     rows = io_utils.read_jsonl(results_path)
     files.update(write_report_files(output_dir, rows, texts))
     _add_truncation(files["summary"], rows)
+    if summary_extra is not None:  # e.g. a budgeted run's estimates
+      import json
+
+      key, section, lines = summary_extra(rows)
+      summary = json.loads(files["summary"].read_text(encoding="utf-8"))
+      summary[key] = section
+      io_utils.atomic_write_json(files["summary"], summary)
+      md = files["report_md"]
+      io_utils.atomic_write_text(md, md.read_text(encoding="utf-8") + "\n".join(lines) + "\n")
     marker.unlink()
   return EvalResult(output_dir, total, len(chunks), done, files)
 

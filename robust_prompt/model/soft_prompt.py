@@ -159,7 +159,7 @@ def save_prompt(path: str | os.PathLike, prompt) -> None:
     raise ValueError(f"a soft prompt has shape [P, H]; got {value.shape}")
   path = os.fspath(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp.npy"
+  tmp = f"{path}.tmp{os.getpid()}.npy"  # per process: two writers never share a temporary
   np.save(tmp, value)
   os.replace(tmp, path)
 

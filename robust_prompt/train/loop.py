@@ -8,10 +8,12 @@ checkpoint in `model_dir` when there is one; since batches and RNG keys are pure
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -69,6 +71,7 @@ def train(
   log_every: int = 10,
   write_config: Callable[[], str] | None = None,
   progress: bool = True,
+  run_meta: Mapping[str, Any] | None = None,
 ) -> TrainResult:
   """Trains a soft prompt for the frozen `model` on grouped batches from `data`.
 
@@ -89,6 +92,8 @@ def train(
     write_config: returns the operative config text, written to `config.gin` after the first
       step (when every configurable has been used) and at the end.
     progress: show a tqdm progress bar.
+    run_meta: further settings that must match to resume (model weights digest, instruction
+      pool, losses, optimizer, ...): stored with every checkpoint, compared on restore.
   """
   if num_steps < 0:
     raise ValueError(f"num_steps must be >= 0; got {num_steps}")
@@ -106,6 +111,7 @@ def train(
     "prompt_length": int(prompt_length),
     "width": width,
     "num_microbatches": int(num_microbatches),
+    **json.loads(json.dumps(dict(run_meta or {}), default=str)),
   }
 
   ckpt = checkpointing.Checkpointer(
