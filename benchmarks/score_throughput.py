@@ -169,10 +169,9 @@ def main() -> None:
   )
 
   def ours():
-    with scorer.mesh_context():
-      return scorer.score(
-        input_ids, target_ids, max_input_length=1024, max_target_length=256, progress=False
-      )
+    return scorer.score(
+      input_ids, target_ids, max_input_length=1024, max_target_length=256, progress=False
+    )
 
   start = time.perf_counter()
   ours_results = ours()

@@ -98,10 +98,3 @@ def maybe_initialize(spec: DistributedSpec) -> bool:
     kwargs["local_device_ids"] = list(spec.local_device_ids)
   jax.distributed.initialize(**kwargs)
   return True
-
-
-def is_main_process() -> bool:
-  """True in the process that writes logs, reports and exported files (process 0)."""
-  import jax
-
-  return jax.process_index() == 0

@@ -244,3 +244,25 @@ def test_wrong_vocabulary_for_the_model_is_rejected(hf_dir, tmp_path):
   (small / "tokenizer_config.json").unlink()
   with pytest.raises(FileNotFoundError, match="no vocabulary .* pass --vocab PATH"):
     resolve.load_model(str(small))
+
+
+def test_truncated_or_corrupt_safetensors_name_the_file(tmp_path, capsys):
+  """A cut-off download is a one-line error naming the file, not a traceback or garbage."""
+  from robust_prompt.cli import main as cli_main
+  from robust_prompt.checkpoints import hf
+
+  model = make_tiny_hf_t5(tmp_path / "m", "t5_1_1", None)
+  weights = model / "model.safetensors"
+  full = weights.read_bytes()
+  weights.write_bytes(full[: len(full) // 2])
+  with pytest.raises(ValueError, match="truncated"):
+    hf.read_safetensors(weights)
+  weights.write_bytes(full[:5])
+  with pytest.raises(ValueError, match="not a safetensors file"):
+    hf.read_safetensors(weights)
+  requests = tmp_path / "in.jsonl"
+  requests.write_text('{"inputs": "x", "targets": ["y"]}\n')
+  argv = ["score", "--model", str(model), "--input", str(requests), "--output", str(tmp_path / "o")]
+  assert cli_main.main(argv) == 1
+  err = capsys.readouterr().err
+  assert "model.safetensors" in err and "download it again" in err and "Traceback" not in err

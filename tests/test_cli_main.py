@@ -212,3 +212,18 @@ def test_interrupt_and_sigterm_end_with_one_line(monkeypatch, capsys, raised, co
   err = capsys.readouterr().err.strip().splitlines()
   assert err == [f"robust-prompt tasks: {word}; rerun the same command to resume"]
   assert signal.getsignal(signal.SIGTERM) is not cli_main._Terminated  # handler restored
+
+
+def test_disk_full_is_one_resumable_line(monkeypatch, capsys):
+  import errno
+
+  from robust_prompt.cli import main as cli_main
+  from robust_prompt.cli import tasks as tasks_cli
+
+  def run(args):
+    raise OSError(errno.ENOSPC, "No space left on device", "/data/out/results.jsonl")
+
+  monkeypatch.setattr(tasks_cli, "run", run)
+  assert cli_main.main(["tasks"]) == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "no space left" in err[0] and "rerun the same command" in err[0]

@@ -192,3 +192,22 @@ def test_not_utf8_task_json_names_file_and_line(tmp_path):
   with pytest.raises(DataError) as e:
     bigbench.load_task(tmp_path, "bigbench:latin")
   assert str(e.value).startswith(f"{path}:2: not UTF-8 (byte 0xe9 at column 29)")
+
+
+def test_shuffle_options_follows_answers_and_is_seeded(bigbench_lite_dir):
+  """The study's conceptual_combinations setting: one seeded RNG in example order reorders every
+  example's options; the answer moves with its option (BIG-bench lists it first)."""
+  from robust_prompt.data import option_order, sources
+
+  task = "bigbench:conceptual_combinations"
+  plain = sources.load_task(task, str(bigbench_lite_dir), benchmark="bigbench_lite")
+  assert all(ex.answer == 0 for ex in plain[:20])  # why the study shuffled
+  a = option_order.apply(task, plain, [(task, 42)])
+  b = option_order.apply(f"{task}:contradictions", plain, [(task, 42)])  # a subtask is covered
+  assert a == b and a != plain
+  assert [ex.options for ex in a] != [ex.options for ex in option_order.shuffle_options(plain, 1)]
+  for before, after in zip(plain, a):
+    assert sorted(before.options) == sorted(after.options)
+    assert after.options[after.answer] == before.options[before.answer]
+  assert len({ex.answer for ex in a}) > 1
+  assert option_order.apply("bigbench:strategyqa", plain, [(task, 42)]) == list(plain)

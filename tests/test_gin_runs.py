@@ -23,6 +23,7 @@ STUDY_SETTINGS = {
   "evaluate.score_mode": "'greedy_prefix'",
   "evaluate.max_input_length": "512",
   "T5Config.dtype": "'bfloat16'",
+  "evaluate.shuffle_options": "[('bigbench:conceptual_combinations', 42)]",
 }
 
 
@@ -82,6 +83,7 @@ def test_study_preset_binds_the_study_settings():
   assert settings.score_mode == "greedy_prefix"
   assert settings.max_input_length == 512 < common.DEFAULT_MAX_INPUT_LENGTH
   assert gin.query_parameter("T5Config.dtype") == "bfloat16"
+  assert settings.shuffle_options == (("bigbench:conceptual_combinations", 42),)
   # Everything else is runs/eval.gin's: the preset changes only what the study did differently.
   preset = _bindings()
   _parse("runs/eval.gin")

@@ -96,3 +96,17 @@ def test_prepend_prompt():
   assert out_mask.dtype == mask.dtype
   with pytest.raises(ValueError, match="does not fit"):
     prompt_lib.prepend_prompt(jnp.zeros((2, 4)), embeds, mask)
+
+
+def test_empty_and_npz_prompt_files_are_clear_errors(tmp_path):
+  import numpy as np
+  import pytest
+
+  empty = tmp_path / "p.npy"
+  empty.write_bytes(b"")
+  with pytest.raises(ValueError, match="0-byte"):
+    prompt_lib.load_prompt(empty)
+  npz = tmp_path / "p.npz"
+  np.savez(npz, prompt=np.zeros((2, 4), np.float32))
+  with pytest.raises(ValueError, match=r"\.npz archive \(arrays \['prompt'\]\)"):
+    prompt_lib.load_prompt(npz)

@@ -164,13 +164,21 @@ def resolve_hf_path(spec: str | os.PathLike) -> pathlib.Path:
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Reads one `.safetensors` file into numpy arrays (memory-mapped, bfloat16 via ml_dtypes)."""
   path = str(path)
+  size = os.path.getsize(path)
+  hint = "the file is damaged or its download was cut off: download it again"
   with open(path, "rb") as f:
-    (header_len,) = struct.unpack("<Q", f.read(8))
+    head = f.read(8)
+    if len(head) < 8:
+      raise ValueError(f"{path}: not a safetensors file ({size} bytes); {hint}")
+    (header_len,) = struct.unpack("<Q", head)
+    if header_len > size - 8:
+      raise ValueError(f"{path}: corrupt safetensors header (length {header_len}); {hint}")
     try:
       header = json.loads(f.read(header_len))
     except ValueError as e:
-      raise ValueError(f"{path}: corrupt safetensors header ({e})") from e
-  data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)
+      raise ValueError(f"{path}: corrupt safetensors header ({e}); {hint}") from e
+  data_size = size - 8 - header_len
+  data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len) if data_size else b""
   out = {}
   for name, info in header.items():
     if name == "__metadata__":
@@ -178,6 +186,11 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if info["dtype"] not in _SAFETENSORS_DTYPES:
       raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
     start, end = info["data_offsets"]
+    if end > data_size:
+      raise ValueError(
+        f"{path}: tensor {name!r} ends at byte {end} of the data but the file holds {data_size} "
+        f"(truncated); {hint}"
+      )
     dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
     out[name] = data[start:end].view(dtype).reshape(info["shape"])
   return out

@@ -112,7 +112,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, batch_size: int = DE
     "--batch_size",
     type=positive_int,
     default=batch_size,
-    help=f"inputs per device batch, summed over the data axis (default {batch_size})",
+    help=f"GLOBAL batch: inputs per step over all devices, split over the mesh's data axis "
+    f"(rounded up to a multiple of it; never more rows than the work needs; default {batch_size})",
   )
   group.add_argument(
     "--max_input_length",

@@ -69,6 +69,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     "--budget_seed", type=int, default=0, help="seed of the --budget design (default 0)"
   )
   parser.add_argument(
+    "--shuffle_options",
+    nargs="+",
+    default=None,
+    metavar="TASK=SEED",
+    help="reorder these tasks' options with one seeded RNG in example order, e.g. "
+    "bigbench:conceptual_combinations=42 (the robustness study's setting)",
+  )
+  parser.add_argument(
     "--num_fewshot",
     type=int,
     default=None,
@@ -216,6 +224,14 @@ def _settings(args: argparse.Namespace):
     explicit.pop("log_inputs", None)  # a store_true flag: absent = gin decides
   if getattr(args, "example_ids", None):
     explicit["example_ids"] = _read_ids(args.example_ids)
+  if getattr(args, "shuffle_options", None):
+    pairs = []
+    for item in args.shuffle_options:
+      task, _, seed = item.rpartition("=")
+      if not task or not seed.lstrip("-").isdigit():
+        raise UserError(f"--shuffle_options {item!r}: expected TASK=SEED, e.g. bigbench:x=42")
+      pairs.append((task, int(seed)))
+    explicit["shuffle_options"] = tuple(pairs)
   try:
     return configured_settings()(**explicit)
   except ValueError as e:

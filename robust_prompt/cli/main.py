@@ -181,6 +181,17 @@ def main(argv: list[str] | None = None) -> int:
   except gin_utils.UserError as e:
     print(f"robust-prompt {args.command}: error: {e}", file=sys.stderr)
     return 1
+  except OSError as e:
+    import errno
+
+    if e.errno != errno.ENOSPC:
+      raise
+    print(
+      f"robust-prompt {args.command}: error: no space left on the device ({e.filename or e}); "
+      "free some space and rerun the same command to resume",
+      file=sys.stderr,
+    )
+    return 1
   except KeyboardInterrupt:
     print(
       f"robust-prompt {args.command}: interrupted; rerun the same command to resume",

@@ -91,6 +91,8 @@ class EvalSettings:
     max_examples: evaluate only the first N examples of each task, or (a float in (0, 1)) the
       first ceil(F * n) (None: all).
     example_ids: evaluate only these example ids (None: all).
+    shuffle_options: `(task pattern, seed)` pairs: those tasks' options are reordered by one
+      seeded RNG in example order (`data/option_order.py`; the study's conceptual_combinations).
     log_inputs: results rows also carry the rendered input text.
     prompt_format: how the rendered text is wrapped for the model: "raw", "alpaca" or "chat"
       (`model/prompt_formats.py`; decoder-only instruction-tuned models).
@@ -112,6 +114,7 @@ class EvalSettings:
   max_examples: int | float | None = None
   pool_rows: int = 2048
   example_ids: frozenset[str] | None = None
+  shuffle_options: tuple[tuple[str, int], ...] = ()
   log_inputs: bool = False
   prompt_format: str = "raw"
   num_fewshot: int = 0
@@ -129,6 +132,7 @@ def evaluate_settings(
   max_examples: int | float | None = None,
   pool_rows: int = 2048,
   example_ids=None,
+  shuffle_options=(),
   log_inputs: bool = False,
   prompt_format: str = "raw",
   num_fewshot: int = 0,
@@ -174,6 +178,7 @@ def evaluate_settings(
     max_examples=max_examples,
     pool_rows=pool_rows,
     example_ids=None if example_ids is None else frozenset(example_ids),
+    shuffle_options=tuple((str(t), int(seed)) for t, seed in shuffle_options),
     log_inputs=bool(log_inputs),
     prompt_format=prompt_format,
     num_fewshot=num_fewshot,
@@ -274,6 +279,7 @@ def fingerprint(
       else {"example_ids": resume.digest(sorted(settings.example_ids))}
     ),
     "prompt_format": settings.prompt_format,
+    **({"shuffle_options": settings.shuffle_options} if settings.shuffle_options else {}),
     "max_input_length": settings.max_input_length,
     "max_target_length": settings.max_target_length,
     "max_decode_length": settings.max_decode_length,

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from robust_prompt import seqio_tasks
-from robust_prompt.data import sources
+from robust_prompt.data import option_order, sources
 from robust_prompt.data.example import DataError, Example
 from robust_prompt.eval.engine import Chunk, EvalSettings, take
 from robust_prompt.instructions import fewshot
@@ -94,6 +94,8 @@ def chunks_from_registry(
     if ours is not None:
       benchmark, task, data_dir, instruction = ours
       all_examples = tuple(sources.load_task(task, data_dir, benchmark=benchmark))
+      if settings is not None and settings.shuffle_options:
+        all_examples = tuple(option_order.apply(task, all_examples, settings.shuffle_options))
       examples = take(all_examples, max_examples, example_ids)
       if fewshot:
         rendered = _with_demos(

@@ -169,10 +169,19 @@ def load_prompt(path: str | os.PathLike, width: int | None = None) -> np.ndarray
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: no such prompt file (expected a .npy of shape [P, H])")
+  if os.path.getsize(path) == 0:
+    raise ValueError(f"{path}: an empty (0-byte) file, not a prompt; was its writing cut off?")
   try:
     value = np.load(path, allow_pickle=False)
-  except ValueError as e:
+  except (ValueError, EOFError, OSError) as e:
     raise ValueError(f"{path}: not a numpy .npy array ({e})") from e
+  if isinstance(value, np.lib.npyio.NpzFile):
+    names = list(value.files)
+    value.close()
+    raise ValueError(
+      f"{path}: an .npz archive (arrays {names}), not one .npy prompt; save the [P, H] array "
+      "alone with numpy.save"
+    )
   if value.ndim != 2:
     raise ValueError(f"{path}: a soft prompt has shape [P, H]; this file holds {value.shape}")
   if width is not None and value.shape[1] != width:

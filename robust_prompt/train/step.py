@@ -149,7 +149,7 @@ def batch_shardings(mesh: Mesh, batch: Batch) -> Batch:
         f"batch array {name!r} has {x.shape[0]} rows, not a multiple of the mesh's data axis "
         f"({data}); choose G * K divisible by it"
       )
-  return {k: NamedSharding(mesh, PartitionSpec("data")) for k in batch}
+  return {k: multihost.batch_sharding(mesh, len(x.shape)) for k, x in batch.items()}
 
 
 def make_train_step(
