@@ -245,8 +245,9 @@ def _check_files_agree(out: pathlib.Path, tasks, instructions):
   assert len(rows) == sum(len(tasks[t]) * len(applicable[t]) for t in tasks)
   for row in rows:
     assert set(row) == {
-      "model", "task", "instruction_id", "split", "source", "example_id", "option_scores",
-      "prediction", "gold", "correct",
+      "model", "task", "instruction_id", "split", "source", "example_id", "options",
+      "input_digest", "option_scores", "prediction", "gold", "correct", "truncated_input",
+      "truncated_options",
     }  # fmt: skip
     assert row["prediction"] == int(np.argmax(row["option_scores"]))
     gold = row["gold"] if isinstance(row["gold"], list) else [row["gold"]]
