@@ -16,8 +16,31 @@ FEED_FORWARD_PROJS = ("relu", "gelu", "silu", "gated-relu", "gated-gelu", "gated
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
+class JsonConfig:
+  """Our JSON form of a frozen config dataclass (shared by the model families' configs)."""
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+      raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(names)}")
+    return cls(**d)
+
+  def to_json(self, path: str | os.PathLike | None = None) -> str:
+    """Returns the JSON text of the config; also writes it to `path` when given."""
+    text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+    if path is not None:
+      with open(path, "w") as f:
+        f.write(text)
+    return text
+
+
 @dataclasses.dataclass(frozen=True)
-class T5Config:
+class T5Config(JsonConfig):
   """Architecture of a T5 model (T5 1.0, T5 1.1, Flan-T5, T0 are all instances of it).
 
   `tie_word_embeddings=True` is the T5 1.0 layout: the output layer is the token embedding and the
@@ -170,25 +193,7 @@ class T5Config:
       "decoder_start_token_id": self.decoder_start_token_id,
     }
 
-  # ---------------------------------------------------------------- our own JSON
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> T5Config:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-      raise ValueError(f"unknown T5Config fields {unknown}; known fields: {sorted(names)}")
-    return cls(**d)
-
-  def to_json(self, path: str | os.PathLike | None = None) -> str:
-    """Returns the JSON text of the config; also writes it to `path` when given."""
-    text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-    if path is not None:
-      with open(path, "w") as f:
-        f.write(text)
-    return text
+  # ---------------------------------------------------------------- our own JSON (JsonConfig)
 
   @classmethod
   def from_json(cls, path_or_text: str | os.PathLike) -> T5Config:

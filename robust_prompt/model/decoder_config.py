@@ -16,13 +16,15 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from robust_prompt.model.config import JsonConfig
+
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 ROPE_TYPES = ("default", "linear", "llama3")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 @dataclasses.dataclass(frozen=True)
-class DecoderConfig:
+class DecoderConfig(JsonConfig):
   """Architecture of a decoder-only transformer (pre-norm RMSNorm, rotary, SwiGLU, GQA).
 
   Attributes:
@@ -221,22 +223,6 @@ class DecoderConfig:
     d = dataclasses.asdict(self)
     d["extra_eos_token_ids"] = list(self.extra_eos_token_ids)
     return d
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> DecoderConfig:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-      raise ValueError(f"unknown DecoderConfig fields {unknown}; known fields: {sorted(names)}")
-    return cls(**d)
-
-  def to_json(self, path: str | os.PathLike | None = None) -> str:
-    """Returns the JSON text of the config; also writes it to `path` when given."""
-    text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-    if path is not None:
-      with open(path, "w") as f:
-        f.write(text)
-    return text
 
   @classmethod
   def from_json(cls, path_or_text: str | os.PathLike) -> DecoderConfig:

@@ -343,11 +343,8 @@ class PromptedDecoder(prompted.PromptedModel):
         rest = self._continue(params, ctx, chains, depth - 1, layout.decoder.visible[1:, 1:], None)
         logits = jnp.concatenate([logits, rest], axis=1)
       lp = option_layout.option_token_log_probs(layout, logits, option_ids)
-      lp = jnp.where(jnp.asarray(option_mask).astype(bool), lp, 0.0)
-      scores = lp.sum(-1)
-      if mode == "mean":
-        scores = scores / jnp.maximum(option_mask.sum(-1), 1).astype(jnp.float32)
-    return jnp.where(option_mask.sum(-1) > 0, scores, -jnp.inf)
+      scores = scoring.reduce_option_log_probs(lp, option_mask, mode)
+    return scoring.mask_dummy_options(scores, option_mask)
 
   def target_scores(self, params, prompt, batch, *, context=None):
     """Sum log-prob and token count of each `[R, S]` target continuing input `target_index`."""

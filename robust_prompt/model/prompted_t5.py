@@ -113,10 +113,8 @@ class PromptedT5(prompted.PromptedModel):
       lp = scoring.option_log_probs(
         self.module, params, ctx.encoded, ctx.mask, option_ids, option_mask
       )
-      scores = lp.sum(-1)
-      if mode == "mean":
-        scores = scores / jnp.maximum(option_mask.sum(-1), 1).astype(jnp.float32)
-    return jnp.where(option_mask.sum(-1) > 0, scores, -jnp.inf)
+      scores = scoring.reduce_option_log_probs(lp, option_mask, mode)
+    return scoring.mask_dummy_options(scores, option_mask)
 
   def target_scores(self, params, prompt, batch, *, context=None):
     """Sum log-prob (EOS included) and token count of each `[R, S]` target of `target_index`."""

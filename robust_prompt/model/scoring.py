@@ -152,3 +152,16 @@ def greedy_prefix_scores(step_lp: Array, greedy_tokens: Array, option_mask: Arra
   n = jnp.minimum(jnp.minimum(min_len, greedy_len), GREEDY_PREFIX_MAX_STEPS)  # [B]
   keep = jnp.arange(k_steps)[None, :] < n[:, None]  # [B, K]
   return jnp.sum(jnp.where(keep[:, None, :], step_lp, 0.0), axis=-1)
+
+
+def reduce_option_log_probs(token_lp: Array, option_mask: Array, mode: str) -> Array:
+  """Per-token option log-probs `[B, O, S]` -> `[B, O]` scores: "sum", or "mean" per token."""
+  scores = jnp.where(jnp.asarray(option_mask).astype(bool), token_lp, 0.0).sum(-1)
+  if mode == "mean":
+    scores = scores / jnp.maximum(option_mask.sum(-1), 1).astype(jnp.float32)
+  return scores
+
+
+def mask_dummy_options(scores: Array, option_mask: Array) -> Array:
+  """`[B, O]` scores with -inf for dummy options (an all-zero mask: padding of `O`)."""
+  return jnp.where(option_mask.sum(-1) > 0, scores, -jnp.inf)
