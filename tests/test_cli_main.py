@@ -214,6 +214,29 @@ def test_interrupt_and_sigterm_end_with_one_line(monkeypatch, capsys, raised, co
   assert signal.getsignal(signal.SIGTERM) is not cli_main._Terminated  # handler restored
 
 
+@pytest.mark.parametrize("code, exits_at_once", [(130, True), (143, True), (0, False), (1, False)])
+def test_executable_skips_teardown_after_an_interrupt(monkeypatch, code, exits_at_once):
+  """An interrupted run ends with os._exit (no interpreter teardown racing XLA's compiler
+  threads: that teardown segfaulted after Ctrl-C during train's first compilation)."""
+  import os
+
+  from robust_prompt.cli import main as cli_main
+
+  exited = []
+  monkeypatch.setattr(cli_main, "main", lambda: code)
+  monkeypatch.setattr(os, "_exit", exited.append)
+  assert cli_main.console_main() == code
+  assert exited == ([code] if exits_at_once else [])
+
+
+def test_console_script_is_the_executable_entry():
+  import importlib.metadata
+
+  scripts = importlib.metadata.entry_points(group="console_scripts")
+  (entry,) = [e for e in scripts if e.name == "robust-prompt"]
+  assert entry.value == "robust_prompt.cli.main:console_main"
+
+
 def test_disk_full_is_one_resumable_line(monkeypatch, capsys):
   import errno
 

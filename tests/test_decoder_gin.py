@@ -1,17 +1,13 @@
 """The decoder-only model gin files parse, follow the house format, and have published sizes."""
 
-import pathlib
-
 import gin
-import jax
-import numpy as np
 import pytest
+from helpers import GIN_DIR, assert_needs_size_file, model_config, model_gin_fixture, num_params
 
-from robust_prompt import partitioning
 from robust_prompt.model.decoder import Decoder
 from robust_prompt.model.decoder_config import DecoderConfig
 
-MODELS = pathlib.Path(__file__).resolve().parent.parent / "gin_configs" / "models"
+MODELS = GIN_DIR / "models"
 FAMILY_FILES = ("llama", "qwen2")  # sizes left %gin.REQUIRED
 
 # Parameter counts of the published Hugging Face checkpoints (tied embeddings counted once).
@@ -34,20 +30,11 @@ PUBLISHED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def gin_env():
-  gin.clear_config(clear_constants=True)
-  gin.external_configurable(DecoderConfig, name="DecoderConfig")
-  gin.add_config_file_search_path(str(MODELS.parent))
-  yield
-  gin.clear_config(clear_constants=True)
+gin_env = model_gin_fixture(DecoderConfig)
 
 
 def _config(name: str) -> DecoderConfig:
-  gin.parse_config_file(str(MODELS / f"{name}.gin"))
-  config = gin.query_parameter("%MODEL_CONFIG").scoped_configurable_fn()
-  assert isinstance(config, DecoderConfig)
-  return config
+  return model_config(MODELS / f"{name}.gin", DecoderConfig)
 
 
 @pytest.mark.parametrize("name", [*FAMILY_FILES, *PUBLISHED])
@@ -55,9 +42,7 @@ def test_gin_file_parses(name):
   text = (MODELS / f"{name}.gin").read_text()
   assert text.startswith("# Contract:") and "# Provides:" in text and "# Requires:" in text
   if name in FAMILY_FILES:
-    gin.parse_config_file(str(MODELS / f"{name}.gin"))
-    with pytest.raises(ValueError, match="size file"):
-      gin.query_parameter("%MODEL_CONFIG").scoped_configurable_fn()
+    assert_needs_size_file(MODELS / f"{name}.gin")
     return
   config = _config(name)
   assert config.d_model == config.num_heads * config.head_dim  # true of every published size
@@ -69,8 +54,7 @@ def test_gin_file_parses(name):
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_published_parameter_counts(name):
   """Counted from `jax.eval_shape` of the module's init: no parameter is allocated."""
-  shapes = partitioning.abstract_variables(Decoder(_config(name)))
-  count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
+  count = num_params(Decoder(_config(name)))
   assert count == PUBLISHED[name], (name, count)
 
 

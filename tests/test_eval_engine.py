@@ -247,8 +247,9 @@ def _check_files_agree(out: pathlib.Path, tasks, instructions):
     assert set(row) == {
       "model", "task", "instruction_id", "split", "source", "example_id", "options",
       "input_digest", "option_scores", "prediction", "gold", "correct", "truncated_input",
-      "truncated_options",
+      "truncated_options", "prompt_format",
     }  # fmt: skip
+    assert row["prompt_format"] == "raw"  # no instruction declares one: the run's default
     assert row["prediction"] == int(np.argmax(row["option_scores"]))
     gold = row["gold"] if isinstance(row["gold"], list) else [row["gold"]]
     assert row["correct"] == (row["prediction"] in gold)

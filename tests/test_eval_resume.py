@@ -1,22 +1,13 @@
 """Resuming `robust-prompt eval`: a killed run, rerun with the same command, ends byte-identical."""
 
-import json
 import pathlib
 import shutil
 
 import pytest
-from conftest import make_tiny_hf_t5
+from helpers import OBSERVED_LETTERS, write_jsonl
 
 INSTRUCTIONS = [
-  {
-    "id": "obs_letters",
-    "tasks": ["mmlu:*"],
-    "template": "{question}\n{options}\nAnswer:",
-    "options_format": "letters",
-    "answer_space": "letters",
-    "split": "observed",
-    "source": "flan_v2",
-  },
+  OBSERVED_LETTERS,
   {
     "id": "unobs_numbers",
     "tasks": ["mmlu:*"],
@@ -30,15 +21,8 @@ INSTRUCTIONS = [
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, spiece_path):
-  return make_tiny_hf_t5(tmp_path_factory.mktemp("tiny_resume"), "t5_1_1", spiece_path)
-
-
-@pytest.fixture(scope="module")
 def instructions_path(tmp_path_factory):
-  path = tmp_path_factory.mktemp("instr") / "instr.jsonl"
-  path.write_text("".join(json.dumps(r) + "\n" for r in INSTRUCTIONS), encoding="utf-8")
-  return path
+  return write_jsonl(tmp_path_factory.mktemp("instr") / "instr.jsonl", INSTRUCTIONS)
 
 
 def eval_argv(model_dir, mmlu_dir, instructions_path, out, *extra):

@@ -84,6 +84,11 @@ def test_rows_carry_options_digests_inputs_and_truncation(tiny, mmlu_dir, tmp_pa
   summary = json.loads((out / "summary.json").read_text())
   assert summary["truncation"]["mmlu:anatomy"]["inputs_truncated"] == truncated
   assert "were truncated" in err
+  for name in ("report.md", "report.html"):  # the report says it too, per task
+    text = (out / name).read_text()
+    assert "Truncation" in text and "mmlu:anatomy" in text.split("Truncation")[-1], name
+  md = (out / "report.md").read_text().split("### Truncation")[-1]
+  assert f"| mmlu:anatomy | {len(rows)} | {truncated} | 0 |" in md
 
 
 def test_option_truncation_that_makes_options_tie_is_refused(tiny, mmlu_dir, tmp_path, capsys):

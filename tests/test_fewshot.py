@@ -3,33 +3,18 @@
 import random
 
 import pytest
+from helpers import instruction, mmlu_example
 
 from robust_prompt.data import mmlu
 from robust_prompt.data.example import Example
 from robust_prompt.instructions.fewshot import render_demo, render_fewshot, select_demos
 from robust_prompt.instructions.render import render
-from robust_prompt.instructions.schema import Instruction
 
-INSTRUCTION = Instruction(
-  id="fewshot_01",
-  tasks=("mmlu:*",),
-  template="{question}\n{options}\nAnswer:",
-  options_format="letters",
-  answer_space="letters",
-  split="unobserved",
-  source="human",
-)
+INSTRUCTION = instruction("{question}\n{options}\nAnswer:", id="fewshot_01")
 
 
 def example(i: int, answer: int = 0) -> Example:
-  return Example(
-    id=f"mmlu:toy:{i}",
-    task="mmlu:toy",
-    fields={"question": f"Question {i}?", "subject": "toy"},
-    options=("w", "x", "y", "z"),
-    answer=answer,
-    correct=(answer,),
-  )
+  return mmlu_example(f"Question {i}?", ("w", "x", "y", "z"), answer, subject="toy", index=i)
 
 
 POOL = [example(i, answer=i % 4) for i in range(50)]

@@ -4,14 +4,13 @@ import pathlib
 
 import gin
 import jax
-import numpy as np
 import pytest
+from helpers import GIN_DIR, assert_needs_size_file, model_config, model_gin_fixture, num_params
 
 from robust_prompt import partitioning
 from robust_prompt.model.config import T5Config
 from robust_prompt.model.t5 import T5
 
-GIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin_configs"
 # The T5 family's files (the decoder-only ones are checked by tests/test_decoder_gin.py).
 MODEL_FILES = sorted(
   p for p in (GIN_DIR / "models").glob("*.gin") if "DecoderConfig" not in p.read_text()
@@ -36,25 +35,11 @@ PUBLISHED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def gin_env():
-  gin.clear_config(clear_constants=True)
-  gin.external_configurable(T5Config, name="T5Config")
-  gin.add_config_file_search_path(str(GIN_DIR))
-  yield
-  gin.clear_config(clear_constants=True)
+gin_env = model_gin_fixture(T5Config)
 
 
 def _config(path: pathlib.Path) -> T5Config:
-  gin.parse_config_file(str(path))
-  cfg = gin.query_parameter("%MODEL_CONFIG").scoped_configurable_fn()
-  assert isinstance(cfg, T5Config)
-  return cfg
-
-
-def _num_params(cfg: T5Config) -> int:
-  shapes = partitioning.abstract_variables(T5(cfg))
-  return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
+  return model_config(path, T5Config)
 
 
 @pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: p.name)
@@ -62,9 +47,7 @@ def test_model_gin_parses(path):
   text = path.read_text()
   assert text.startswith("# Contract:"), f"{path.name} must open with its contract comment"
   if path.name in FAMILY_FILES:
-    gin.parse_config_file(str(path))
-    with pytest.raises(ValueError, match="size file"):
-      gin.query_parameter("%MODEL_CONFIG").scoped_configurable_fn()
+    assert_needs_size_file(path)
     return
   cfg = _config(path)
   assert cfg.vocab_size == 32128 and cfg.head_dim in (64, 128)
@@ -83,7 +66,7 @@ def test_model_gin_parses(path):
 )
 def test_published_parameter_counts(name):
   cfg = _config(GIN_DIR / "models" / f"{name}.gin")
-  n = _num_params(cfg)
+  n = num_params(T5(cfg))
   assert abs(n - PUBLISHED[name]) / PUBLISHED[name] < 0.01, (name, n)
 
 

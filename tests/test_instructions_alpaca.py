@@ -48,6 +48,8 @@ def test_selection_and_wrapper():
     "### Input:\nWhich is a metal?\nA. wood\nB. iron\n\n### Response:"
   )
   assert r.targets == ("B",)
+  # The wrapper is in the template already: declared "raw", so no run format wraps it again.
+  assert first.prompt_format == "raw" and first.to_json_dict()["prompt_format"] == "raw"
   reasons = sorted(s.reason for s in result.skipped)
   assert reasons == [
     "no input: the question is not separate from the instruction",

@@ -4,9 +4,9 @@ import dataclasses
 import pathlib
 
 import pytest
+from helpers import instruction, mmlu_example
 
 from robust_prompt.data import sources
-from robust_prompt.data.example import Example
 from robust_prompt.instructions import build
 from robust_prompt.instructions.io import default_instruction_dir, load_instructions
 from robust_prompt.instructions.leakage import check_leakage
@@ -15,14 +15,7 @@ from robust_prompt.instructions.schema import Instruction, InstructionError
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "instructions"
 FLAN_DIR = FIXTURES / "flan_v2"
 P3_TREE = FIXTURES / "promptsource_tree"
-MMLU = Example(
-  id="mmlu:x:0",
-  task="mmlu:x",
-  fields={"question": "Is {x} a set?", "subject": "x"},
-  options=("yes", "no"),
-  answer=0,
-  correct=(0,),
-)
+MMLU = mmlu_example("Is {x} a set?", ("yes", "no"), answer=0)
 
 
 def test_flan_t5_mmlu_recipe_on_fixtures():
@@ -88,15 +81,9 @@ def test_alpaca_recipe_and_source_errors(tmp_path):
 
 def make(template: str, **kw) -> Instruction:
   fields = dict(
-    id="u_01",
-    tasks=("mmlu:*",),
-    template=template,
-    options_format="dashes",
-    answer_space="option_text",
-    split="observed",
-    source="p3",
+    id="u_01", options_format="dashes", answer_space="option_text", split="observed", source="p3"
   )
-  return Instruction(**(fields | kw))
+  return instruction(template, **(fields | kw))
 
 
 def test_unfilled_template_syntax_is_found_and_field_braces_are_not():

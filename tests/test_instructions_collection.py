@@ -8,10 +8,10 @@ import collections
 import random
 import re
 
+import helpers
 import pytest
 
 from robust_prompt.data import bigbench, mmlu
-from robust_prompt.data.example import Example
 from robust_prompt.instructions.io import (
   default_instruction_dir,
   instructions_for_task,
@@ -136,14 +136,7 @@ ABSENT_TASK_SHAPES = {
 def test_absent_bigbench_tasks_render(shipped, task):
   text, options = ABSENT_TASK_SHAPES[task]
   for name in (f"bigbench:{task}", f"bigbench:{task}:sub"):
-    example = Example(
-      id=f"{name}:0",
-      task=name,
-      fields={"input": text, "question": text},
-      options=tuple(options),
-      answer=1,
-      correct=(1,),
-    )
+    example = helpers.example(name, {"input": text, "question": text}, options, 1)
     instructions = instructions_for_task(shipped, name)
     assert len(instructions) >= 10
     for instruction in instructions:

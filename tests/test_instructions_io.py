@@ -3,6 +3,7 @@
 import json
 import pathlib
 
+import helpers
 import pytest
 
 from robust_prompt.instructions.io import (
@@ -108,10 +109,10 @@ def test_missing_paths_and_empty_dirs(tmp_path):
 
 
 def test_write_read_round_trip_and_applies_to(tmp_path):
-  instruction = Instruction(
+  instruction = helpers.instruction(
+    "Passage {{braces}}: {input}\n{options}",
     id="p3_x_1",
     tasks=("bigbench:bbq_lite_json", "bigbench:bbq_lite_json:*"),
-    template="Passage {{braces}}: {input}\n{options}",
     options_format="numbers",
     answer_space="numbers",
     split="observed",
@@ -178,12 +179,10 @@ def test_empty_instruction_file_is_an_error(tmp_path, content):
 
 
 def test_origin_round_trips_and_must_be_a_string(tmp_path):
-  instruction = Instruction(
+  instruction = helpers.instruction(
+    "{question}\n{options}",
     id="p3_x_2",
-    tasks=("mmlu:*",),
-    template="{question}\n{options}",
     options_format="dash_letters",
-    answer_space="letters",
     split="observed",
     source="p3",
     seen_by=("t0",),

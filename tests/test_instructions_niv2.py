@@ -3,8 +3,8 @@
 import pathlib
 
 import pytest
+from helpers import mmlu_example
 
-from robust_prompt.data.example import Example
 from robust_prompt.instructions.niv2_import import (
   import_niv2_definitions,
   input_layout,
@@ -15,14 +15,7 @@ from robust_prompt.instructions.schema import InstructionError
 
 FLAN_DIR = pathlib.Path(__file__).parent / "fixtures" / "instructions" / "flan_v2"
 CONSTANTS, TEMPLATES = FLAN_DIR / "constants_niv2.py", FLAN_DIR / "templates.py"
-MMLU = Example(
-  id="mmlu:x:0",
-  task="mmlu:x",
-  fields={"question": "Which is a metal?", "subject": "x"},
-  options=("wood", "iron", "glass", "salt"),
-  answer=1,
-  correct=(1,),
-)
+MMLU = mmlu_example("Which is a metal?", ("wood", "iron", "glass", "salt"), answer=1)
 
 
 def test_read_definitions_without_running_the_file():

@@ -7,8 +7,8 @@ promptsource_tree), then on the real templates in ../shared when present.
 import pathlib
 
 import pytest
+from helpers import mmlu_example
 
-from robust_prompt.data.example import Example
 from robust_prompt.instructions.jinja_subset import JinjaError, split_at, strip_guard, tokenize
 from robust_prompt.instructions.promptsource_import import (
   FileOptions,
@@ -22,14 +22,7 @@ from robust_prompt.instructions.render import render
 from robust_prompt.instructions.schema import InstructionError
 
 TREE = pathlib.Path(__file__).parent / "fixtures" / "instructions" / "promptsource_tree"
-MMLU = Example(
-  id="mmlu:x:0",
-  task="mmlu:x",
-  fields={"question": "Which is a metal?", "subject": "x"},
-  options=("wood", "iron", "glass", "salt"),
-  answer=1,
-  correct=(1,),
-)
+MMLU = mmlu_example("Which is a metal?", ("wood", "iron", "glass", "salt"), answer=1)
 
 
 @pytest.fixture(scope="module")

@@ -1,42 +1,32 @@
 """Rendering an Example through an Instruction: every options_format / answer_space, and misfits."""
 
 import pytest
+from helpers import example, instruction, mmlu_example
 
 from robust_prompt.data.example import Example
 from robust_prompt.instructions.render import Rendered, check_fits, format_options, render
-from robust_prompt.instructions.schema import Instruction, InstructionError
+from robust_prompt.instructions.schema import InstructionError
 from robust_prompt.instructions.validate import check_fit_all
 
 
 def make(template, options_format, answer_space, tasks=("mmlu:*",), **kw):
-  return Instruction(
+  return instruction(
+    template,
     id=kw.pop("id", "t_01"),
     tasks=tuple(tasks),
-    template=template,
     options_format=options_format,
     answer_space=answer_space,
-    split="unobserved",
-    source="human",
     file="x.jsonl",
     line=7,
   )
 
 
-MMLU = Example(
-  id="mmlu:anatomy:0",
-  task="mmlu:anatomy",
-  fields={"question": "Which bone is longest? ", "subject": "anatomy"},
-  options=("Femur", "Tibia ", "Ulna"),
-  answer=0,
-  correct=(0,),
-)
-BB = Example(
-  id="bigbench:strategyqa:0",
-  task="bigbench:strategyqa",
-  fields={"input": "Can a cat swim?", "question": "Can a cat swim?"},
-  options=("Yes", "No"),
-  answer=0,
-  correct=(0,),
+MMLU = mmlu_example("Which bone is longest? ", ("Femur", "Tibia ", "Ulna"), 0, subject="anatomy")
+BB = example(
+  "bigbench:strategyqa",
+  {"input": "Can a cat swim?", "question": "Can a cat swim?"},
+  ("Yes", "No"),
+  0,
 )
 
 
@@ -76,14 +66,7 @@ def test_option_text_newline_dashes_and_none():
 
 
 def test_several_correct_options_keep_answer_first_in_targets():
-  ex = Example(
-    id="bigbench:t:0",
-    task="bigbench:t",
-    fields={"input": "x"},
-    options=("a", "b", "c"),
-    answer=1,
-    correct=(1, 2),
-  )
+  ex = example("bigbench:t", {"input": "x"}, ("a", "b", "c"), 1, correct=(1, 2))
   r = render(make("{input}\n{options}", "letters", "letters", ("bigbench:t",)), ex)
   assert r.answer == 1 and r.correct == (1, 2) and r.targets == ("B", "C")
 
@@ -99,14 +82,7 @@ def test_generative_example():
 
 
 def test_letters_do_not_fit_more_than_26_options():
-  ex = Example(
-    id="bigbench:many:0",
-    task="bigbench:many",
-    fields={"input": "pick"},
-    options=tuple(f"o{i}" for i in range(30)),
-    answer=3,
-    correct=(3,),
-  )
+  ex = example("bigbench:many", {"input": "pick"}, [f"o{i}" for i in range(30)], 3)
   with pytest.raises(InstructionError, match=r"^x\.jsonl:7: .*30 options, more than the 26"):
     render(make("{input}\n{options}", "letters", "letters", ("bigbench:*",)), ex)
   # A letters *display* with a text answer space cannot letter them either.
@@ -136,14 +112,7 @@ def test_format_options_edge_cases():
 
 
 def test_field_values_with_braces_are_not_reinterpreted():
-  ex = Example(
-    id="mmlu:x:0",
-    task="mmlu:x",
-    fields={"question": "Is {1, 2} a set? {options}", "subject": "x"},
-    options=("yes", "no"),
-    answer=0,
-    correct=(0,),
-  )
+  ex = mmlu_example("Is {1, 2} a set? {options}", ("yes", "no"), 0)
   r = render(make("{{Q}} {question}\n{options}", "letters", "letters"), ex)
   assert r.inputs == "{Q} Is {1, 2} a set? {options}\nA. yes\nB. no"
 
@@ -189,13 +158,6 @@ def test_letters_answer_needs_a_lettered_layout():
     validate_instruction(make("{question}\n{options}", "dashes", "letters"))
   with pytest.raises(InstructionError, match="answer_space 'numbers' needs"):
     validate_instruction(make("{question}\n{options}", "letters_paren", "numbers"))
-  many = Example(
-    id="mmlu:x:1",
-    task="mmlu:x",
-    fields={"question": "q", "subject": "x"},
-    options=tuple(str(i) for i in range(27)),
-    answer=0,
-    correct=(0,),
-  )
+  many = mmlu_example("q", [str(i) for i in range(27)], 0, index=1)
   with pytest.raises(InstructionError, match="more than the 26 letters"):
     check_fits(make("{question}\n{options}", "dash_letters", "option_text"), many)

@@ -23,6 +23,7 @@ import textwrap
 
 import gin
 import pytest
+from helpers import gin_bindings, parse_gin_or_skip
 
 from robust_prompt.cli import eval as eval_cli
 from robust_prompt.cli import gin_utils, main
@@ -270,40 +271,10 @@ def _missing_includes(gin_file: str) -> list[str]:
   return missing
 
 
-@pytest.fixture
-def cli_gin():
-  """The gin names the CLI registers (T5Config, evaluate, train, data, losses, optimizer, prompt)."""
-  gin_utils.register_configurables()
-  eval_cli.configured_settings()
-  train_cli.configurables()
-  yield
-  gin.clear_config()
-
-
 def _parse_gin_file(gin_file: str) -> None:
   missing = _missing_includes(gin_file)
   assert not missing, f"{gin_file} includes files that do not exist: {missing}"
-  try:
-    gin_utils.parse_gin([gin_file], [])
-  except gin_utils.UserError as e:
-    if "No configurable matching 'DecoderConfig'" in str(e):
-      pytest.skip(f"{gin_file}: the CLI does not register DecoderConfig with gin yet")
-    raise
-
-
-def _bindings() -> dict[str, str]:
-  """Every binding of the parsed gin config, NAME -> value as gin prints it (macros included)."""
-  out: dict[str, str] = {}
-  name = None
-  for line in gin.config_str().splitlines():
-    if not line.strip() or line.startswith("#"):
-      continue
-    if line[0].isspace():  # a long value continued
-      out[name] += " " + line.strip()
-      continue
-    name, value = line.split(" = ", 1)
-    out[name] = value
-  return out
+  parse_gin_or_skip(gin_file)
 
 
 def _run_id(run) -> str:
@@ -374,7 +345,7 @@ def test_ce_only_baseline_differs_from_the_alignment_run_only_in_the_loss(cli_gi
   configs, losses = [], []
   for gin_file in (ce_gin, aligned_gin):
     _parse_gin_file(gin_file)
-    configs.append(_bindings())
+    configs.append(gin_bindings())
     losses.append(train_cli.configurables()["losses"]())
   differing = {
     k for k in configs[0].keys() | configs[1].keys() if configs[0].get(k) != configs[1].get(k)

@@ -257,8 +257,33 @@ def test_accumulated_terms_and_gradients_equal_full_batch(host_params, g, k, kl_
     grad, metrics = run(m)
     assert set(metrics) == set(full)
     for name, want in full.items():
-      np.testing.assert_allclose(metrics[name], want, rtol=1e-4, atol=1e-8, err_msg=f"M={m} {name}")
+      # float32 sums in another order: ~1e-4 relative on the small KL terms.
+      np.testing.assert_allclose(metrics[name], want, rtol=3e-4, atol=1e-8, err_msg=f"M={m} {name}")
     np.testing.assert_allclose(grad, full_grad, rtol=1e-4, atol=1e-6, err_msg=f"M={m} grad")
+
+
+def test_option_accuracy_exact_when_microbatches_differ_in_option_rows(host_params):
+  # Groups 0-1 lose their options: microbatch 0 has no option rows, microbatch 1 has all of them,
+  # so averaging per-microbatch accuracies (0 and a) would give a / 2 instead of a.
+  g, k = 4, 2
+  model = PromptedT5(TINY)
+  config = objective.LossConfig(lambda_sim=0.0, lambda_kl=1.0, kl_over="auto")
+  grad_fn = jax.value_and_grad(
+    functools.partial(objective.compute_loss, model=model, config=config), has_aux=True
+  )
+  batch = make_data(g=g, k=k).batch(0)
+  option_mask = np.array(batch["option_mask"])
+  option_mask[: 2 * k] = 0
+  batch = jax.tree.map(jnp.asarray, {**batch, "option_mask": option_mask})
+  prompt = jnp.asarray(np.random.default_rng(1).normal(size=(3, TINY.d_model)), jnp.float32)
+  params = jax.tree.map(jnp.asarray, host_params)
+  got = {}
+  for m in (1, 2):
+    fn = jax.jit(lambda p, m=m: accumulate_gradients(grad_fn, p, params, batch, g, m))
+    got[m] = jax.device_get(jax.block_until_ready(fn(prompt)))[1]
+  assert got[1]["option_rows"] == 2 * k and got[2]["option_rows"] == 2 * k
+  for name in ("option_accuracy", "option_hits", "kl", "loss"):
+    np.testing.assert_allclose(got[2][name], got[1][name], rtol=1e-5, atol=1e-7, err_msg=name)
 
 
 def test_objective_variants_run(host_params):

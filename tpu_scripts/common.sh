@@ -34,3 +34,27 @@ on_all_workers() {
 on_worker() {
   gcloud_tpu ssh "${TPU_NAME}" --worker="$1" --command "$2"
 }
+
+# shell_quote ARGS...: prints the arguments, each quoted once and preceded by a space, for a
+# command line a worker's shell reads, so that gin bindings, paths and titles with spaces and
+# quotes reach it intact.
+shell_quote() {
+  local arg quoted=""
+  for arg in "$@"; do
+    quoted+=" $(printf '%q' "${arg}")"
+  done
+  printf '%s' "${quoted}"
+}
+
+# usage_error MESSAGE: says what is wrong with the script's arguments and exits with status 2.
+usage_error() {
+  echo "$1" >&2
+  exit 2
+}
+
+# check_worker WORKER: a usage error unless WORKER is a worker number or `all`.
+check_worker() {
+  if [[ ! "$1" =~ ^([0-9]+|all)$ ]]; then
+    usage_error "WORKER must be a number or 'all', got '$1'"
+  fi
+}

@@ -15,29 +15,19 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "${here}/common.sh"
 
 if [[ $# -lt 2 ]]; then
-  echo "usage: $0 RUN_NAME {train|eval|score} [robust-prompt flags...]" >&2
-  exit 2
+  usage_error "usage: $0 RUN_NAME {train|eval|score} [robust-prompt flags...]"
 fi
 run_name="$1"
 shift
 case "$1" in
   train | eval | score) ;;
-  *)
-    echo "unknown command '$1': expected train, eval or score" >&2
-    exit 2
-    ;;
+  *) usage_error "unknown command '$1': expected train, eval or score" ;;
 esac
 if [[ ! "${run_name}" =~ ^[A-Za-z0-9._-]+$ ]]; then
-  echo "RUN_NAME '${run_name}' may only hold letters, digits, '.', '_' and '-'" >&2
-  exit 2
+  usage_error "RUN_NAME '${run_name}' may only hold letters, digits, '.', '_' and '-'"
 fi
 
-# Quote every argument once so that gin bindings with spaces and quotes reach the workers intact.
-quoted_args=""
-for arg in "$@"; do
-  quoted_args+=" $(printf '%q' "${arg}")"
-done
-
+quoted_args="$(shell_quote "$@")"
 log="${LOG_DIR}/${run_name}"
 on_all_workers "set -e
   mkdir -p ${log}

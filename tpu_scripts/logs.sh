@@ -12,16 +12,13 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "${here}/common.sh"
 
 if [[ $# -lt 1 || $# -gt 2 ]]; then
-  echo "usage: $0 RUN_NAME [WORKER|all]" >&2
-  exit 2
+  usage_error "usage: $0 RUN_NAME [WORKER|all]"
 fi
 log="${LOG_DIR}/$1"
 worker="${2:-0}"
+check_worker "${worker}"
 if [[ "${worker}" == "all" ]]; then
   on_all_workers "echo \"== \$(hostname)\"; tail -n ${TAIL_LINES:-20} ${log}/\$(hostname).log"
-elif [[ "${worker}" =~ ^[0-9]+$ ]]; then
-  on_worker "${worker}" "tail -n +1 -F ${log}/\$(hostname).log"
 else
-  echo "WORKER must be a number or 'all', got '${worker}'" >&2
-  exit 2
+  on_worker "${worker}" "tail -n +1 -F ${log}/\$(hostname).log"
 fi

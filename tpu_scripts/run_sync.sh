@@ -16,29 +16,20 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "${here}/common.sh"
 
 if [[ $# -lt 2 ]]; then
-  echo "usage: $0 {WORKER|all} {report|instructions|tasks} [robust-prompt flags...]" >&2
-  exit 2
+  usage_error "usage: $0 {WORKER|all} {report|instructions|tasks} [robust-prompt flags...]"
 fi
 worker="$1"
 shift
-if [[ ! "${worker}" =~ ^([0-9]+|all)$ ]]; then
-  echo "WORKER must be a number or 'all', got '${worker}'" >&2
-  exit 2
-fi
+check_worker "${worker}"
 case "$1" in
   report | instructions | tasks) ;;
   *)
     # Accelerator jobs must start on every worker at once and outlive the ssh session: launch.sh.
-    echo "run_sync.sh runs report, instructions or tasks; got '$1' (use launch.sh for train/eval/score)" >&2
-    exit 2
+    usage_error "run_sync.sh runs report, instructions or tasks; got '$1' (use launch.sh for train/eval/score)"
     ;;
 esac
 
-# Quote every argument once so that paths and titles with spaces reach the worker intact.
-quoted_args=""
-for arg in "$@"; do
-  quoted_args+=" $(printf '%q' "${arg}")"
-done
+quoted_args="$(shell_quote "$@")"
 remote="set -e
   cd ${REMOTE_DIR}
   . ${VENV}/bin/activate

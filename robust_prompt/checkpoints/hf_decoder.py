@@ -20,7 +20,7 @@ import numpy as np
 
 from robust_prompt import vocab as vocab_lib
 from robust_prompt.checkpoints import hf
-from robust_prompt.checkpoints.hf_names import CheckpointMismatchError
+from robust_prompt.checkpoints.hf_names import CheckpointMismatchError, LayoutEntry, norm_scale
 from robust_prompt.model.decoder_config import MODEL_TYPES, DecoderConfig
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def is_decoder_dir(model_dir: str | os.PathLike) -> bool:
   return read_config_dict(model_dir).get("model_type") in MODEL_TYPES
 
 
-def _layout(config: DecoderConfig) -> Iterator[tuple[str, tuple[str, ...], bool, tuple[int, ...]]]:
+def _layout(config: DecoderConfig) -> Iterator[LayoutEntry]:
   """Yields (hf_name, tree_path, transpose, tree_shape) for every parameter of the tree."""
   h, v, f = config.d_model, config.vocab_size, config.d_ff
   q_width = config.num_heads * config.head_dim
@@ -52,12 +52,7 @@ def _layout(config: DecoderConfig) -> Iterator[tuple[str, tuple[str, ...], bool,
   yield "model.embed_tokens.weight", ("token_embedder", "embedding"), False, (v, h)
   for i in range(config.num_layers):
     hf_layer, path = f"model.layers.{i}", (f"layers_{i}",)
-    yield (
-      f"{hf_layer}.input_layernorm.weight",
-      (*path, "pre_attention_layer_norm", "scale"),
-      False,
-      (h,),
-    )
+    yield norm_scale(f"{hf_layer}.input_layernorm", (*path, "pre_attention_layer_norm"), h)
     attn = (*path, "attention")
     for ours, theirs, width in (
       ("query", "q_proj", q_width),
@@ -70,17 +65,12 @@ def _layout(config: DecoderConfig) -> Iterator[tuple[str, tuple[str, ...], bool,
     yield f"{hf_layer}.self_attn.o_proj.weight", (*attn, "out", "kernel"), True, (q_width, h)
     if config.attention_out_bias:
       yield f"{hf_layer}.self_attn.o_proj.bias", (*attn, "out", "bias"), False, (h,)
-    yield (
-      f"{hf_layer}.post_attention_layernorm.weight",
-      (*path, "pre_mlp_layer_norm", "scale"),
-      False,
-      (h,),
-    )
+    yield norm_scale(f"{hf_layer}.post_attention_layernorm", (*path, "pre_mlp_layer_norm"), h)
     mlp = (*path, "mlp")
     yield f"{hf_layer}.mlp.gate_proj.weight", (*mlp, "wi_0", "kernel"), True, (h, f)
     yield f"{hf_layer}.mlp.up_proj.weight", (*mlp, "wi_1", "kernel"), True, (h, f)
     yield f"{hf_layer}.mlp.down_proj.weight", (*mlp, "wo", "kernel"), True, (f, h)
-  yield "model.norm.weight", ("decoder_norm", "scale"), False, (h,)
+  yield norm_scale("model.norm", ("decoder_norm",), h)
   if not config.tie_word_embeddings:
     yield "lm_head.weight", ("logits_dense", "kernel"), True, (h, v)
 

@@ -17,11 +17,20 @@ from robust_prompt.model.config import T5Config
 _EMBED_ALIASES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 
 
+# A layout entry: (HF name, our tree path, transpose, our shape).
+LayoutEntry = tuple[str, tuple[str, ...], bool, tuple[int, ...]]
+
+
 class CheckpointMismatchError(ValueError):
   """A checkpoint does not match the model configuration (missing/unexpected keys, shapes)."""
 
 
-def _layout(config: T5Config) -> Iterator[tuple[str, tuple[str, ...], bool, tuple[int, ...]]]:
+def norm_scale(hf_name: str, path: tuple[str, ...], width: int) -> LayoutEntry:
+  """The entry of a layer norm's `scale` `[width]`: HF's `<hf_name>.weight`, not transposed."""
+  return f"{hf_name}.weight", (*path, "scale"), False, (width,)
+
+
+def _layout(config: T5Config) -> Iterator[LayoutEntry]:
   """Yields (hf_name, tree_path, transpose, tree_shape) for every parameter of the tree."""
   h, n, d, f, v = config.d_model, config.num_heads, config.head_dim, config.d_ff, config.vocab_size
   nb = config.relative_attention_num_buckets
@@ -52,34 +61,19 @@ def _layout(config: T5Config) -> Iterator[tuple[str, tuple[str, ...], bool, tupl
     for i in range(num_layers):
       blk, path = f"{stack}.block.{i}.layer", (stack, f"layers_{i}")
       if stack == "encoder":
-        yield (
-          f"{blk}.0.layer_norm.weight",
-          (*path, "pre_attention_layer_norm", "scale"),
-          False,
-          (h,),
-        )
+        yield norm_scale(f"{blk}.0.layer_norm", (*path, "pre_attention_layer_norm"), h)
         yield from attention(f"{blk}.0.SelfAttention", (*path, "attention"))
-        yield f"{blk}.1.layer_norm.weight", (*path, "pre_mlp_layer_norm", "scale"), False, (h,)
+        yield norm_scale(f"{blk}.1.layer_norm", (*path, "pre_mlp_layer_norm"), h)
         yield from mlp(f"{blk}.1.DenseReluDense", path)
       else:
-        yield (
-          f"{blk}.0.layer_norm.weight",
-          (*path, "pre_self_attention_layer_norm", "scale"),
-          False,
-          (h,),
-        )
+        yield norm_scale(f"{blk}.0.layer_norm", (*path, "pre_self_attention_layer_norm"), h)
         yield from attention(f"{blk}.0.SelfAttention", (*path, "self_attention"))
-        yield (
-          f"{blk}.1.layer_norm.weight",
-          (*path, "pre_cross_attention_layer_norm", "scale"),
-          False,
-          (h,),
-        )
+        yield norm_scale(f"{blk}.1.layer_norm", (*path, "pre_cross_attention_layer_norm"), h)
         yield from attention(f"{blk}.1.EncDecAttention", (*path, "encoder_decoder_attention"))
-        yield f"{blk}.2.layer_norm.weight", (*path, "pre_mlp_layer_norm", "scale"), False, (h,)
+        yield norm_scale(f"{blk}.2.layer_norm", (*path, "pre_mlp_layer_norm"), h)
         yield from mlp(f"{blk}.2.DenseReluDense", path)
     norm = "encoder_norm" if stack == "encoder" else "decoder_norm"
-    yield f"{stack}.final_layer_norm.weight", (stack, norm, "scale"), False, (h,)
+    yield norm_scale(f"{stack}.final_layer_norm", (stack, norm), h)
   if not config.tie_word_embeddings:
     yield "lm_head.weight", ("decoder", "logits_dense", "kernel"), True, (h, v)
 

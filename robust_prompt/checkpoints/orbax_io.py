@@ -3,7 +3,8 @@
 Layout of a checkpoint directory:
 
   params/               orbax PyTree checkpoint of the parameter tree (design.md names)
-  config.json           `T5Config.to_json()` or `DecoderConfig.to_json()` (the family is the
+  config.json           `T5Config.to_json(runtime=False)` or `DecoderConfig.to_json(...)`
+                        (architecture and dtypes, no remat policy; the family is the
                         config's: a decoder-only config has a `model_type` key, T5's has none)
   robust_prompt.json    {"format", "version", "vocab": vocabulary spec, "source"}
   spiece.model | tokenizer.json | tokenizer.model   a copy of the vocabulary file (local ones)
@@ -93,7 +94,8 @@ def save_params(
   checkpointer.save(directory / PARAMS_DIR, params)
   if not main_process:
     return directory
-  io_utils.atomic_write_text(directory / CONFIG_NAME, config.to_json())
+  # Runtime options (the remat policy) are the run's business, not the weights'.
+  io_utils.atomic_write_text(directory / CONFIG_NAME, config.to_json(runtime=False))
   io_utils.atomic_write_json(
     directory / META_NAME,
     {

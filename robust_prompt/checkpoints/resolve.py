@@ -37,8 +37,9 @@ from robust_prompt.model.decoder_config import DecoderConfig
 
 ModelConfig = T5Config | DecoderConfig
 
-# Fields of T5Config that are not the architecture (they may differ without harm).
-_NON_ARCH_FIELDS = ("dtype", "param_dtype")
+# Config fields that are not the architecture (they may differ without harm; the passed config's
+# win, as they are what the run asked for).
+_NON_ARCH_FIELDS = ("dtype", "param_dtype", "remat_policy")
 
 
 @dataclasses.dataclass
@@ -124,7 +125,7 @@ def _reconcile_config(stored: ModelConfig, passed: ModelConfig | None, spec: str
       f"was passed (using the checkpoint's): {'; '.join(diffs)}",
       stacklevel=3,
     )
-  return stored.replace(dtype=passed.dtype, param_dtype=passed.param_dtype)
+  return stored.replace(**{name: getattr(passed, name) for name in _NON_ARCH_FIELDS})
 
 
 def load_model(

@@ -214,3 +214,52 @@ def _message(e: BaseException) -> str:
   if isinstance(e, KeyError) and e.args:
     return str(e.args[0])
   return str(e)
+
+
+def prompt_formats(instructions, run_format: str, run_source: str, vocab) -> dict[str, str]:
+  """Checks each instruction's prompt format against the model and says which ones differ.
+
+  An instruction's declared format (its record, or its file's defaults) wins over the run's;
+  when any instruction is read in a format other than the run's, one line on stderr says which
+  (per format and file), so that an explicit `--prompt_format` that did not apply is visible.
+
+  Args:
+    instructions: the run's instructions (each once).
+    run_format: the run's format; `run_source` says where it came from (for the message).
+    vocab: the model's vocabulary (its `tokenizer_config` holds the chat template).
+
+  Returns:
+    Instruction id -> the format it is read in.
+
+  Raises:
+    UserError: an instruction's format cannot be applied (e.g. "chat" without a chat template),
+      naming the instruction's file:line.
+  """
+  import sys
+
+  from robust_prompt.instructions.render import check_prompt_formats
+  from robust_prompt.instructions.schema import InstructionError
+
+  try:
+    formats = check_prompt_formats(
+      instructions, run_format, getattr(vocab, "tokenizer_config", None)
+    )
+  except InstructionError as e:
+    raise UserError(str(e)) from e
+  others: dict[tuple[str, str], list[str]] = {}
+  for instruction in instructions:
+    fmt = formats[instruction.id]
+    if fmt != run_format:
+      others.setdefault((fmt, instruction.file), []).append(instruction.id)
+  if others:
+    kept = sum(f == run_format for f in formats.values())
+    declared = "; ".join(
+      f"{fmt!r} for {len(ids)} from {file} ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
+      for (fmt, file), ids in sorted(others.items())
+    )
+    print(
+      f"prompt format: {run_format!r} ({run_source}) for {kept} instruction(s); declared by "
+      f"their instruction files: {declared} (results rows: prompt_format)",
+      file=sys.stderr,
+    )
+  return formats

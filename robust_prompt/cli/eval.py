@@ -9,7 +9,9 @@ task x instruction x example, streamed), `per_instruction.csv`, `summary.json`, 
 
 Settings come from (later wins): library defaults < gin (`--gin_file runs/eval.gin`,
 `--gin.evaluate.score_mode="'mean'"`) < explicit flags. `evaluate` is the gin name of
-`robust_prompt.eval.engine.evaluate_settings`.
+`robust_prompt.eval.engine.evaluate_settings`. One exception: an instruction file that declares
+its prompt format (`prompt_format`, per line or in its `{"defaults": ...}` line) wins over the
+run's `--prompt_format` for its own instructions (docs/instructions.md, Prompt formats).
 """
 
 from __future__ import annotations
@@ -122,7 +124,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     "--example_ids", default=None, help="a file of example ids (one a line): evaluate only these"
   )
   parser.add_argument(
-    "--log_inputs", action="store_true", help="results rows also carry the rendered input text"
+    "--log_inputs",
+    action="store_true",
+    help="results rows also carry the input text the model read (after the prompt format)",
   )
   parser.add_argument(
     "--overwrite",
@@ -145,8 +149,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     "--prompt_format",
     choices=("raw", "alpaca", "chat"),
     default=None,
-    help="wrap the rendered text: raw (as is), alpaca (Alpaca's wrapper), chat (the tokenizer's "
-    "chat template); gin evaluate.prompt_format",
+    help="wrap the rendered text for the model: raw (as is; default), alpaca (Alpaca's wrappers: "
+    "with-input when an instruction has an input_template), chat (the tokenizer's chat "
+    "template); gin evaluate.prompt_format. An instruction file that declares its own "
+    "prompt_format wins for its instructions (a line on stderr says which; rows record it)",
   )
   parser.add_argument(
     "--score_mode",
@@ -351,13 +357,15 @@ def _register_benchmark(args: argparse.Namespace) -> list[str]:
       f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
       file=sys.stderr,
     )
-  # Text features only: eval tokenizes with the model's own vocabulary, after loading it.
+  # Text features only: eval tokenizes with the model's own vocabulary, after loading it, and
+  # applies the prompt formats itself (prompt_format=None), with the model's tokenizer.
   seqio_tasks.register_tasks(
     args.benchmark,
     args.data_dir,
     instructions,
     seqio.PassThroughVocabulary(size=0),
     tasks=covered,
+    prompt_format=None,
   )
   return [
     seqio_tasks.task_name(args.benchmark, t, i.split, i.id)
@@ -446,6 +454,14 @@ def _run_locked(args: argparse.Namespace, settings, output_dir: pathlib.Path) ->
   if spec.get("path") and pathlib.Path(spec["path"]).is_file():
     spec["path"] = resume.file_digest(spec["path"])  # what it holds, not where it lies
   vocab_id = resume.digest(spec)
+  # Every chunk's format must work with this tokenizer before anything runs; the formats are
+  # part of the fingerprint (run.json: prompt_format, and prompt_formats when files declare).
+  common.prompt_formats(
+    list({c.instruction.id: c.instruction for c in chunks}.values()),
+    settings.prompt_format,
+    "--prompt_format" if args.prompt_format else "gin evaluate.prompt_format, or the default",
+    loaded.vocab,
+  )
   # Everything that changes the numbers: a rerun into this directory must match all of it.
   fp = engine.fingerprint(
     model=resume.model_digest(args.model),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from robust_prompt.cli import gin_utils
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.print_help()
     return 2
   args.gin_bindings = gin_bindings
+  _show_library_logs(args.command)
   module = _command_module(args.command)
   if gin_bindings and not getattr(module, "USES_GIN", False):
     parser.error(f"`{args.command}` takes no --gin.NAME=value flags (got {gin_bindings[0]!r})")
@@ -208,9 +210,61 @@ def main(argv: list[str] | None = None) -> int:
       signal.signal(signal.SIGTERM, previous)
 
 
+class _StderrHandler(logging.Handler):
+  """Writes to the current `sys.stderr` (looked up per record, so captured streams work)."""
+
+  def __init__(self, command: str):
+    super().__init__(logging.INFO)
+    self.command = command
+
+  def emit(self, record: logging.LogRecord) -> None:
+    level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+    try:
+      sys.stderr.write(f"robust-prompt {self.command}: {level}{record.getMessage()}\n")
+    except Exception:  # noqa: BLE001 - logging must never end a run
+      self.handleError(record)
+
+
+def _show_library_logs(command: str) -> None:
+  """Our library's log records (INFO and up) reach the console as one plain line each.
+
+  Other libraries' loggers are left at Python's default (warnings only), and a program that
+  configured logging itself (handlers on the root logger) keeps its own set-up.
+  """
+  logger = logging.getLogger("robust_prompt")
+  if logging.getLogger().handlers:
+    return
+  for h in list(logger.handlers):
+    if isinstance(h, _StderrHandler):
+      logger.removeHandler(h)
+  logger.addHandler(_StderrHandler(command))
+  logger.setLevel(logging.INFO)
+
+
 class _Terminated(BaseException):
   """SIGTERM, raised in the main thread (a BaseException, like KeyboardInterrupt)."""
 
 
+INTERRUPTED_CODES = (130, 143)
+
+
+def console_main() -> int:
+  """The `robust-prompt` executable: `main`, and an interrupted run exits without teardown.
+
+  Ctrl-C or SIGTERM during an XLA compilation leaves compiler threads running; the interpreter's
+  normal shutdown could then crash (a segfault, or a re-raised SIGINT) after the one-line
+  message. Everything a rerun resumes from is already on disk when `main` returns (results and
+  checkpoints are written atomically, in `finally` blocks), so the process ends right there.
+  """
+  code = main()
+  if code in INTERRUPTED_CODES:
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+  return code
+
+
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(console_main())

@@ -61,6 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     "--max_examples", type=common.positive_int, default=None, help="first N examples per task"
   )
   parser.add_argument("--seed", type=int, default=None, help="seed (gin: train.seed, data.seed)")
+  parser.add_argument(
+    "--prompt_format",
+    choices=("raw", "alpaca", "chat"),
+    default=None,
+    help="wrap the rendered text for the model: raw (as is; default), alpaca (Alpaca's "
+    "wrappers), chat (the tokenizer's chat template); gin data.prompt_format. An instruction "
+    "file's own prompt_format wins for its instructions (docs/instructions.md)",
+  )
   common.add_model_arguments(parser)
   # None = "not given": gin decides. --batch_size is G * K rows; --prompt initialises the prompt.
   parser.set_defaults(batch_size=None, max_input_length=None, max_target_length=None)
@@ -279,6 +287,7 @@ def _train_locked(args, model_dir, pool, covered, examples) -> int:
   settings = _call("prompt")
   # Explicit flags become gin bindings, so that config.gin records what the run really used.
   flags = {"train.num_steps": args.num_steps, "train.seed": args.seed, "data.seed": args.seed}
+  flags["data.prompt_format"] = args.prompt_format
   for flag in ("max_input_length", "max_target_length"):
     flags[f"data.{flag}"] = getattr(args, flag)
   if args.batch_size is not None:
@@ -292,6 +301,9 @@ def _train_locked(args, model_dir, pool, covered, examples) -> int:
   try:
     model = prompted.for_config(loaded.config)
     data = _call("data", examples=examples, instructions=pool, vocab=loaded.vocab, model=model)
+    # Before any rendering: a format the tokenizer cannot apply is named with its file:line.
+    source = "--prompt_format" if args.prompt_format else "gin data.prompt_format, or the default"
+    common.prompt_formats(pool, data.prompt_format, source, loaded.vocab)
     data.batch(0)  # renders a first batch: instruction/example mismatches surface here
   except ValueError as e:  # InstructionError included: it names the instruction's file:line
     raise UserError(str(e)) from e
@@ -327,6 +339,8 @@ def _train_locked(args, model_dir, pool, covered, examples) -> int:
         "losses": dataclasses.asdict(loss_config),
         "optimizer": _gin_section("optimizer"),
         "max_examples": args.max_examples,
+        # Only when not "raw", so that runs from before prompt formats still resume.
+        **({"prompt_format": data.prompt_format} if data.prompt_format != "raw" else {}),
       },
     )
   except (checkpointing.ResumeMismatchError, InstructionError) as e:

@@ -303,23 +303,24 @@ def run_demo(
   texts = {c.instruction.id: c.instruction.template for c in chunks}
   phase("suite")
 
+  def evaluate(stage: str, model_name: str, prompt: np.ndarray | None) -> list[dict]:
+    # Before and after training: the same chunks and settings, only the prompt differs.
+    rows = _evaluate(
+      loaded, mesh, chunks, out / stage, settings, model_name=model_name, prompt=prompt,
+      progress=progress,
+    )  # fmt: skip
+    phase(f"eval_{stage}")
+    return rows
+
   log(f"[2/5] evaluating the demo model (observed vs held-out unobserved) -> {out / 'before'}")
-  before = _evaluate(
-    loaded, mesh, chunks, out / "before", settings, model_name="demo-t5", prompt=None,
-    progress=progress,
-  )  # fmt: skip
-  phase("eval_before")
+  before = evaluate("before", "demo-t5", None)
 
   log(f"[3/5] training a soft prompt with the alignment loss -> {out / 'prompt'}")
   prompt = _train_prompt(loaded, mesh, paths, settings, out / "prompt", progress)
   phase("train")
 
   log(f"[4/5] evaluating again with the soft prompt -> {out / 'after'}")
-  after = _evaluate(
-    loaded, mesh, chunks, out / "after", settings, model_name="demo-t5+prompt", prompt=prompt,
-    progress=progress,
-  )  # fmt: skip
-  phase("eval_after")
+  after = evaluate("after", "demo-t5+prompt", prompt)
 
   log(f"[5/5] writing the before/after report -> {out / 'report.html'}")
   files = write_combined_report(out, before, after, texts)

@@ -42,7 +42,7 @@ from robust_prompt import batching, io_utils, multihost, partitioning
 from robust_prompt.data.example import Example
 from robust_prompt.eval import checks, generate, rank, resume
 from robust_prompt.instructions.io import instructions_for_task
-from robust_prompt.instructions.render import Rendered, render
+from robust_prompt.instructions.render import Rendered, model_input, render
 from robust_prompt.instructions.schema import Instruction
 from robust_prompt.model import prompted
 from robust_prompt.model.prompted import PromptedModel
@@ -69,9 +69,11 @@ def take(examples: Sequence, max_examples: int | float | None, example_ids=None)
 
 
 # Smallest buckets (powers of two above them): option counts 2, 4, 8, ...; option lengths
-# 2, 4, 8, ... (a letter + EOS is 2 tokens).
+# 1, 2, 4, 8, ... A T5 letter + EOS is 2 tokens; a decoder-only model's letter continuation
+# (" A", no EOS) is 1, and a bucket of 2 would run a continuation pass of O positions whose
+# logits no option reads (+4% FLOPs, +25% bytes of a B16 T128 MMLU step on a 100M Llama).
 MIN_OPTIONS_BUCKET = 2
-MIN_OPTION_LENGTH_BUCKET = 2
+MIN_OPTION_LENGTH_BUCKET = 1
 
 
 class NoWorkError(ValueError):
@@ -93,9 +95,10 @@ class EvalSettings:
     example_ids: evaluate only these example ids (None: all).
     shuffle_options: `(task pattern, seed)` pairs: those tasks' options are reordered by one
       seeded RNG in example order (`data/option_order.py`; the study's conceptual_combinations).
-    log_inputs: results rows also carry the rendered input text.
+    log_inputs: results rows also carry the input text the model read (after the prompt format).
     prompt_format: how the rendered text is wrapped for the model: "raw", "alpaca" or "chat"
-      (`model/prompt_formats.py`; decoder-only instruction-tuned models).
+      (`model/prompt_formats.py`; decoder-only instruction-tuned models), for instructions that
+      declare no format of their own (`Instruction.prompt_format` wins; `prompt_format_of`).
     pool_rows: rows of consecutive (task, instruction) chunks batched together (`plan_pools`);
       results are written, and a killed run resumes, a pool at a time.
     num_fewshot: K solved demonstrations before each input, rendered with the same instruction
@@ -233,6 +236,15 @@ def plan_chunks(
   return chunks
 
 
+def prompt_format_of(instruction: Instruction, settings: EvalSettings) -> str:
+  """The format `instruction` is read in: its own (record or file defaults), else the run's.
+
+  A declared format wins even over an explicit `--prompt_format`: it says how the instruction's
+  text was written to be read (e.g. a file of Alpaca-style instructions).
+  """
+  return instruction.format_for(settings.prompt_format)
+
+
 def plan_pools(chunks: Sequence[Chunk], pool_rows: int) -> list[range]:
   """Cuts the chunk list into pools of consecutive chunks of one task, batched together.
 
@@ -279,6 +291,17 @@ def fingerprint(
       else {"example_ids": resume.digest(sorted(settings.example_ids))}
     ),
     "prompt_format": settings.prompt_format,
+    # Each instruction's own format, when any declares one: runs that read an instruction in
+    # different formats must not share a directory.
+    **(
+      {
+        "prompt_formats": {
+          i: prompt_format_of(instructions[i], settings) for i in sorted(instructions)
+        }
+      }
+      if any(inst.prompt_format for inst in instructions.values())
+      else {}
+    ),
     **({"shuffle_options": settings.shuffle_options} if settings.shuffle_options else {}),
     "max_input_length": settings.max_input_length,
     "max_target_length": settings.max_target_length,
@@ -357,6 +380,7 @@ class Evaluator:
     self.prompt = (
       None if prompt is None else multihost.place_replicated(np.asarray(prompt, np.float32), mesh)
     )
+    self._prompt_length = 0 if prompt is None else int(np.shape(prompt)[0])
     self.score_fn = eval_step(model, "options", settings.score_mode, replicated)
     self.decode_fn = eval_step(model, "generate", settings.max_decode_length, replicated)
     # (kind, *shape) of every step run: the compilations to expect (see tests).
@@ -384,14 +408,11 @@ class Evaluator:
   # -- chunks ------------------------------------------------------------------------------------
 
   def texts(self, chunk: Chunk) -> list[str]:
-    """The model's input texts of a chunk: the rendered inputs in `settings.prompt_format`."""
-    texts = [r.inputs for r in chunk.rendered]
-    if self.settings.prompt_format == "raw":
-      return texts
-    from robust_prompt.model.prompt_formats import format_input
-
+    """The model's input texts of a chunk: its rendered inputs in the chunk's prompt format
+    (`prompt_format_of`; Alpaca's with-input wrapper when the instruction shows its input apart)."""
+    fmt = prompt_format_of(chunk.instruction, self.settings)
     config = getattr(self.vocab, "tokenizer_config", None)
-    return [format_input(self.settings.prompt_format, t, "", config) for t in texts]
+    return [model_input(r, fmt, config) for r in chunk.rendered]
 
   def input_ids(self, chunk: Chunk) -> list[list[int]]:
     """The token ids of a chunk's rendered inputs (the family's tokenization, truncated)."""
@@ -466,8 +487,10 @@ class Evaluator:
     cut_inputs: list[bool] = []
     cut_options: list[int] = []
     cap = self.settings.max_target_length
+    logged: list[list[str] | None] = []  # the model's texts per chunk, for --log_inputs
     for chunk in chunks:
       texts = self.texts(chunk)
+      logged.append(texts if self.settings.log_inputs else None)
       ids, flags = self._encode_inputs(texts)
       inputs.extend(ids)
       cut_inputs.extend(flags)
@@ -475,11 +498,17 @@ class Evaluator:
       options.extend(opts)
       cut_options.extend(counts)
     total = sum(len(c.rendered) for c in chunks)
+    # Within a (length bucket, longest option) group, a chunk's rows side by side: its batches
+    # then share the instruction's leading tokens, which a decoder-only model runs once per batch
+    # (`with_shared_prefix`). The groups, hence every batch's padded shape, stay as they were.
+    chunk_of = [k for k, c in enumerate(chunks) for _ in c.rendered]
     plans = batching.plan_batches(
       [len(x) for x in inputs],
       self._batch_rows(total),
       max_len=self.settings.max_input_length,
-      secondary=[max(map(len, o)) if o else 0 for o in options],
+      secondary=[
+        (max(map(len, o)) if o else 0) * len(chunks) + k for o, k in zip(options, chunk_of)
+      ],
       # An evaluation runs many batches of each shape: quarter-octave buckets (<= 1/5 padding)
       # cost a few more compilations and save far more encoder work than they cost.
       steps_per_octave=4,
@@ -502,8 +531,9 @@ class Evaluator:
       if on_batch is not None:
         on_batch(plan.num_real)
     results, at = [], 0
-    for chunk in chunks:
+    for chunk, texts in zip(chunks, logged):
       rows = []
+      fmt = prompt_format_of(chunk.instruction, self.settings)
       for k, (ex, r) in enumerate(zip(chunk.examples, chunk.rendered)):
         out = outputs[at + k]
         if r.options and self.settings.score_mode == "acc_norm":
@@ -512,8 +542,9 @@ class Evaluator:
         row = make_row(model_name, chunk, ex, r, out)
         row["truncated_input"] = cut_inputs[at + k]
         row["truncated_options"] = cut_options[at + k]
-        if self.settings.log_inputs:
-          row["inputs"] = r.inputs
+        row["prompt_format"] = fmt
+        if texts is not None:
+          row["inputs"] = texts[k]  # what the model read: after the prompt format
         rows.append(row)
       # Before anything is written: a NaN score would otherwise "predict" the first option.
       checks.check_finite_scores(rows)
@@ -530,20 +561,27 @@ class Evaluator:
       for o, toks in enumerate(options[i]):
         option_ids[r, o, : len(toks)] = toks
         option_mask[r, o, : len(toks)] = 1
-    self.shapes.add(("options", b, length, num_o, num_s))
     batch = dict(input_ids=ids, input_mask=mask, option_ids=option_ids, option_mask=option_mask)
+    batch = self.model.with_shared_prefix(batch, self._prompt_length)
+    self.shapes.add(("options", b, length, num_o, num_s, *_shared_prefix_shape(batch)))
     scores = self._run(self.score_fn, batch)
     return [scores[r, : len(options[i])] for r, i in enumerate(rows)]
 
   def _generate(self, inputs, rows, b, length) -> list[str]:
     """Greedy generations (text before EOS) of `rows` (one batch of `b` rows)."""
     ids, mask = batching.pad_batch([inputs[i] for i in rows], length, batch_size=b)
-    self.shapes.add(("generate", b, length))
-    tokens = self._run(self.decode_fn, dict(input_ids=ids, input_mask=mask))
+    batch = self.model.with_shared_prefix(dict(input_ids=ids, input_mask=mask), self._prompt_length)
+    self.shapes.add(("generate", b, length, *_shared_prefix_shape(batch)))
+    tokens = self._run(self.decode_fn, batch)
     eos, pad = self.model.eos_id, self.model.pad_id
     return [
       self.vocab.decode(generate.strip_after_eos(tokens[r], eos, pad)) for r in range(len(rows))
     ]
+
+
+def _shared_prefix_shape(batch: Mapping[str, Any]) -> tuple[int, ...]:
+  """`(T_s,)` when the batch carries a shared prefix (one more static shape), else `()`."""
+  return (batch["prefix_ids"].shape[1],) if "prefix_ids" in batch else ()
 
 
 def _pow2_bucket(n: int, minimum: int) -> int:
@@ -666,14 +704,13 @@ def evaluate(
       bar.close()
   files = {"results": results_path, "run": output_dir / resume.RUN_FILE}
   if main and write_reports:
-    texts = {c.instruction.id: c.instruction.template for c in chunks}
+    texts = {c.instruction.id: c.instruction.text for c in chunks}
     # Until the reports are all written, a marker says they are not to be trusted (a kill
     # mid-way leaves it; the rerun that resumes rewrites the reports and removes it).
     marker = output_dir / REPORTS_INCOMPLETE
     marker.write_text("reports are being written; rerun the same command if this file stays\n")
     rows = io_utils.read_jsonl(results_path)
     files.update(write_report_files(output_dir, rows, texts))
-    _add_truncation(files["summary"], rows)
     if summary_extra is not None:  # e.g. a budgeted run's estimates
       import json
 
@@ -701,18 +738,6 @@ def truncation_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, 
   return out
 
 
-def _add_truncation(summary_path: pathlib.Path, rows: Sequence[Mapping[str, Any]]) -> None:
-  """Adds `truncation` (per task, `truncation_counts`) to summary.json."""
-  import json
-
-  summary = json.loads(summary_path.read_text(encoding="utf-8"))
-  counts = truncation_counts(rows)
-  summary["truncation"] = {
-    t: c for t, c in counts.items() if c["inputs_truncated"] or c["options_truncated"]
-  }
-  io_utils.atomic_write_json(summary_path, summary)
-
-
 def _progress_bar(total: int, initial: int, enabled: bool):
   if not enabled:
     return None
@@ -735,6 +760,13 @@ def write_report_files(
   }
   tables.write_per_instruction_csv(paths["per_instruction"], per_instruction)
   summaries = summary.summarize(tabs, instruction_texts=instruction_texts)
+  for model, summ in summaries.items():
+    # Per task, the inputs and options that truncation cut (tasks with none are left out), so
+    # summary.json and the report say what the console warned about.
+    counts = truncation_counts([r for r in rows if r.get("model") == model])
+    summ["truncation"] = {
+      t: c for t, c in counts.items() if c["inputs_truncated"] or c["options_truncated"]
+    }
   summary.write_summary(paths["summary"], summaries)
   sections = [
     (model, summ, [r for r in per_instruction if r["model"] == model])

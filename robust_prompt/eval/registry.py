@@ -15,6 +15,10 @@ Features read from a task's examples (after its preprocessors, skipping tokeniza
 
 Each task needs a label (`seqio_tasks.TaskLabel`: benchmark task, instruction id, split):
 ours are labelled when registered; label a task of your own with `seqio_tasks.set_label`.
+
+Prompt formats: our tasks keep their `Instruction` (with any `prompt_format` its file declares);
+a user task's label may carry one (`set_label(..., prompt_format=...)`). The engine applies it,
+else the run's (`engine.prompt_format_of`).
 """
 
 from __future__ import annotations
@@ -111,7 +115,7 @@ def chunks_from_registry(
         )
       instruction = Instruction(
         label.instruction_id, (label.task,), label.template, "none", "option_text",
-        label.split, label.source, file=f"seqio:{name}",
+        label.split, label.source, file=f"seqio:{name}", prompt_format=label.prompt_format,
       )  # fmt: skip
       examples, rendered = _read_task(name, label.task, split, max_examples, example_ids)
     if examples:

@@ -184,6 +184,19 @@ def _section_blocks(s: ReportSection, plot_name: str) -> list[tuple]:
       + [f"{w['instruction_id']} ({_pct(w['accuracy'])})" if w else "–"]
     )
   b += [("h", 3, "Per task"), ("table", header, rows)]
+  cut = summ.get("truncation")
+  if cut:
+    rows = [
+      [t, str(c["rows"]), str(c["inputs_truncated"]), str(c["options_truncated"])]
+      for t, c in sorted(cut.items())
+    ]
+    b += [
+      ("h", 3, "Truncation"),
+      ("p", "Rows whose input was longer than max_input_length, and options longer than "
+       "max_target_length, over all instructions: their scores are of the truncated text "
+       "(docs/metrics.md)."),
+      ("table", ["task", "rows", "inputs truncated", "options truncated"], rows),
+    ]
   return b
 
 

@@ -143,8 +143,9 @@ def import_alpaca_instructions(
 
   Returns:
     The instructions (options lettered "A. x"; answer space "letters" when the record's own
-    answer was a letter, else "option_text") and the records left out, with the reason (most
-    of the file: "not a multiple-choice instruction").
+    answer was a letter, else "option_text"; `prompt_format` "raw", as the wrapper is in the
+    template) and the records left out, with the reason (most of the file: "not a
+    multiple-choice instruction").
   """
   path = pathlib.Path(path)
   groups = group_by_benchmark(tasks)
@@ -190,6 +191,9 @@ def import_alpaca_instructions(
         file=str(path),
         line=line,
         origin=f"{path.name}#{index}",
+        # The template already is Alpaca's wrapper: a run's --prompt_format alpaca (or chat)
+        # must not wrap it a second time.
+        prompt_format="raw",
       )
       validate_instruction(instruction)
       instructions.append(instruction)

@@ -112,8 +112,9 @@ def render_fewshot(
     separator: between consecutive demos and between the last demo and the example.
 
   Returns:
-    The example's `Rendered` with `inputs = separator.join(demo texts + [example inputs])`;
-    `options`, `answer`, `correct` and `targets` are the example's own.
+    The example's `Rendered` with `inputs = separator.join(demo texts + [example inputs])`, not
+    split into instruction and input (`Rendered.parts`); `options`, `answer`, `correct` and
+    `targets` are the example's own.
 
   Raises:
     InstructionError: when the instruction does not fit the example or a demo.
@@ -123,4 +124,8 @@ def render_fewshot(
     return rendered
   parts = [render_demo(instruction, demo) for demo in demos]
   parts.append(rendered.inputs)
-  return dataclasses.replace(rendered, inputs=separator.join(parts))
+  # The demos hold the instruction too, so the text no longer splits into one instruction and
+  # one input: prompt formats wrap it whole (Alpaca's without-input wrapper).
+  return dataclasses.replace(
+    rendered, inputs=separator.join(parts), instruction_text="", input_text=""
+  )

@@ -34,15 +34,22 @@ import re
 from collections.abc import Mapping, Sequence
 
 from robust_prompt.instructions.bindings import apply_bindings
-from robust_prompt.instructions.import_result import ImportResult, Skipped
+from robust_prompt.instructions.import_result import (
+  ImportResult,
+  ObservedImport,
+  Skipped,
+  add_import_arguments,
+  import_options,
+  parse_mapping,
+  write_import,
+)
 from robust_prompt.instructions.schema import (
   LETTERED_FORMATS,
   OPTIONS_FORMATS,
-  Instruction,
   InstructionError,
   template_placeholders,
 )
-from robust_prompt.instructions.validate import BENCHMARK_FIELDS, benchmark_of, validate_instruction
+from robust_prompt.instructions.validate import BENCHMARK_FIELDS, benchmark_of
 
 __all__ = ["ImportResult", "Skipped", "import_flan_templates", "read_flan_patterns"]
 
@@ -187,7 +194,7 @@ def import_flan_templates(
     )
   path = pathlib.Path(path)
   patterns, skipped = read_flan_patterns(path, variable)
-  instructions: list[Instruction] = []
+  found = ObservedImport(source, tuple(seen_by), skipped=skipped)
   answer_space = "letters" if options_format in LETTERED_FORMATS else "option_text"
   if options_format == "numbers":
     answer_space = "numbers"
@@ -203,7 +210,7 @@ def import_flan_templates(
     for k, (inp, out, line) in enumerate(patterns[flan_task], start=1):
       where = f"{path}:{line}"
       if out.strip() != "{answer}":
-        skipped.append(
+        found.skipped.append(
           Skipped(where, flan_task, f"output template {out!r} is not the answer itself", "answer")
         )
         continue
@@ -218,34 +225,26 @@ def import_flan_templates(
         try:
           bound = apply_bindings(inp, bind=bind, drop=drop)
         except ValueError as e:
-          skipped.append(Skipped(where, flan_task, str(e), "drop"))
+          found.skipped.append(Skipped(where, flan_task, str(e), "drop"))
           continue
         try:
           template, has_options = _convert(bound, mapping)
         except ValueError as e:
           kind = "syntax" if str(e).startswith("bad template") else "unmapped"
-          skipped.append(Skipped(where, flan_task, str(e), kind))
+          found.skipped.append(Skipped(where, flan_task, str(e), kind))
           continue
-        instruction = Instruction(
+        found.add(
+          flan_task,
           id=ident,
           tasks=tuple(bench_targets),
           template=template,
           options_format=options_format if has_options else "none",
           answer_space=answer_space if has_options else "option_text",
-          split="observed",
-          source=source,
-          seen_by=tuple(seen_by),
           file=str(path),
           line=line,
           origin=f"{path.name}:{flan_task}#{k}" + (" (no options)" if no_options else ""),
         )
-        try:
-          validate_instruction(instruction)
-        except InstructionError as e:
-          skipped.append(Skipped(where, flan_task, e.reason, "misfit"))
-          continue
-        instructions.append(instruction)
-  return ImportResult(tuple(instructions), tuple(skipped))
+  return found.result()
 
 
 def strip_options(template: str) -> str:
@@ -314,44 +313,20 @@ def _const_str(node: ast.AST) -> str | None:
   return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
 
-def parse_mapping(items: Sequence[str], what: str) -> dict[str, list[str]]:
-  """["a=x,y", "b=z"] -> {"a": ["x", "y"], "b": ["z"]} (command-line helper)."""
-  out: dict[str, list[str]] = {}
-  for item in items:
-    key, sep, value = item.partition("=")
-    if not sep or not key or not value:
-      raise SystemExit(f"error: {what} {item!r} must look like NAME=VALUE[,VALUE...]")
-    out.setdefault(key, []).extend(v for v in value.split(",") if v)
-  return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
   """`python -m robust_prompt.instructions.flan_import templates.py --map ai2_arc=mmlu:* --out F`."""
   import argparse
-
-  from robust_prompt.instructions.io import write_instructions
 
   parser = argparse.ArgumentParser(description=main.__doc__)
   parser.add_argument("templates", help="FLAN's flan/v2/templates.py (it is parsed, not run)")
   parser.add_argument(
     "--map", action="append", required=True, help="FLAN_TASK=OUR_TASK_GLOB[,...] (repeatable)"
   )
-  parser.add_argument("--placeholder", action="append", default=[], help="FLAN_NAME=OUR_NAME")
-  parser.add_argument("--seen_by", default="flan-t5", help="comma-separated model families")
-  parser.add_argument("--id_prefix", default=None, help="id prefix (default: flan_v2)")
-  parser.add_argument("--out", required=True, help="output JSONL file")
+  add_import_arguments(parser, "FLAN_NAME=OUR_NAME", seen_by="flan-t5", id_prefix="flan_v2")
   args = parser.parse_args(argv)
-  placeholders = {k: v[0] for k, v in parse_mapping(args.placeholder, "--placeholder").items()}
-  result = import_flan_templates(
-    args.templates,
-    parse_mapping(args.map, "--map"),
-    placeholder_map=placeholders,
-    seen_by=[s for s in args.seen_by.split(",") if s],
-    id_prefix=args.id_prefix,
-  )
-  write_instructions(result.instructions, args.out)
-  print(result.summary())
-  return 0
+  options = import_options(args)  # --placeholder is checked before --map, as it always was
+  result = import_flan_templates(args.templates, parse_mapping(args.map, "--map"), **options)
+  return write_import(result, args.out)
 
 
 if __name__ == "__main__":

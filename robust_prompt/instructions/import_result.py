@@ -2,15 +2,20 @@
 
 Importers never approximate a template they cannot map faithfully; they refuse it with a reason.
 Each refusal carries a short `kind` (e.g. "jinja_logic", "target", "unmapped") so that a summary
-can say how many templates were skipped for each reason.
+can say how many templates were skipped for each reason. `ObservedImport` collects both as an
+importer goes; the helpers at the end serve the importers' own `python -m` command lines.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
-from robust_prompt.instructions.schema import Instruction
+from robust_prompt.instructions.schema import Instruction, InstructionError
+from robust_prompt.instructions.validate import validate_instruction
 
 # Short descriptions of the refusal kinds, for summaries.
 SKIP_KINDS = {
@@ -97,3 +102,90 @@ def dedupe(result: ImportResult) -> ImportResult:
       )
     )
   return ImportResult(tuple(kept), tuple(skipped))
+
+
+@dataclasses.dataclass
+class ObservedImport:
+  """One import run as it goes: the observed instructions made so far and the refusals.
+
+  Every importer makes the instructions of one `source` for the model families `seen_by`, and
+  refuses (never adjusts) one that does not fit the target benchmark; `add` is where that lives.
+  """
+
+  source: str
+  seen_by: tuple[str, ...]
+  instructions: list[Instruction] = dataclasses.field(default_factory=list)
+  skipped: list[Skipped] = dataclasses.field(default_factory=list)
+
+  def add(self, name: str, **fields: Any) -> None:
+    """Keeps the observed instruction made of `fields`, or refuses it as a "misfit".
+
+    What `validate_instruction` rejects (the template does not fit the benchmark's fields or
+    number of options) is skipped with the reason, at the instruction's own `file:line`.
+
+    Args:
+      name: the source task / template name, for the refusal.
+      **fields: the `Instruction` fields but `split`, `source` and `seen_by` (this run's).
+    """
+    instruction = Instruction(split="observed", source=self.source, seen_by=self.seen_by, **fields)
+    try:
+      validate_instruction(instruction)
+    except InstructionError as e:
+      where = f"{instruction.file}:{instruction.line}"
+      self.skipped.append(Skipped(where, name, e.reason, "misfit"))
+      return
+    self.instructions.append(instruction)
+
+  def result(self) -> ImportResult:
+    """What the run made and refused, in the order found."""
+    return ImportResult(tuple(self.instructions), tuple(self.skipped))
+
+
+# -- the importers' own command lines (`python -m robust_prompt.instructions.X_import`) ----------
+
+
+def parse_mapping(items: Sequence[str], what: str) -> dict[str, list[str]]:
+  """["a=x,y", "b=z"] -> {"a": ["x", "y"], "b": ["z"]} (command-line helper)."""
+  out: dict[str, list[str]] = {}
+  for item in items:
+    key, sep, value = item.partition("=")
+    if not sep or not key or not value:
+      raise SystemExit(f"error: {what} {item!r} must look like NAME=VALUE[,VALUE...]")
+    out.setdefault(key, []).extend(v for v in value.split(",") if v)
+  return out
+
+
+def add_import_arguments(
+  parser: argparse.ArgumentParser, placeholder: str, seen_by: str, id_prefix: str
+) -> None:
+  """The options every importer's `main` takes after its own: placeholders, families, output.
+
+  Args:
+    parser: the importer's parser.
+    placeholder: the `--placeholder` help ("SOURCE_NAME=OUR_NAME").
+    seen_by: the `--seen_by` default.
+    id_prefix: what the default id prefix is, for the `--id_prefix` help.
+  """
+  parser.add_argument("--placeholder", action="append", default=[], help=placeholder)
+  parser.add_argument("--seen_by", default=seen_by, help="comma-separated model families")
+  parser.add_argument("--id_prefix", default=None, help=f"id prefix (default: {id_prefix})")
+  parser.add_argument("--out", required=True, help="output JSONL file")
+
+
+def import_options(args: argparse.Namespace) -> dict[str, Any]:
+  """The importer keyword arguments of the options `add_import_arguments` added."""
+  placeholders = {k: v[0] for k, v in parse_mapping(args.placeholder, "--placeholder").items()}
+  return dict(
+    placeholder_map=placeholders,
+    seen_by=[s for s in args.seen_by.split(",") if s],
+    id_prefix=args.id_prefix,
+  )
+
+
+def write_import(result: ImportResult, out: str) -> int:
+  """Writes the imported instructions to `out` and prints the summary; the exit status (0)."""
+  from robust_prompt.instructions.io import write_instructions
+
+  write_instructions(result.instructions, out)
+  print(result.summary())
+  return 0

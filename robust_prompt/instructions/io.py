@@ -1,7 +1,9 @@
 """Reading and writing instruction collections (JSONL, one instruction per line).
 
 The format is documented in docs/instructions.md. Blank lines and lines starting with `#` or `//`
-are skipped, so collections can carry comments.
+are skipped, so collections can carry comments. A file may start with one defaults line,
+`{"defaults": {"prompt_format": "alpaca"}}`, which applies to every instruction of that file only
+(an instruction's own key wins); `write_instructions` writes the resolved value on each line.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ import pathlib
 from collections.abc import Iterable, Sequence
 
 from robust_prompt.instructions.schema import Instruction, InstructionError
-from robust_prompt.instructions.validate import check_unique_ids, instruction_from_dict
+from robust_prompt.instructions.validate import (
+  check_unique_ids,
+  defaults_from_dict,
+  instruction_from_dict,
+)
 
 
 def default_instruction_dir() -> pathlib.Path:
@@ -77,10 +83,13 @@ def read_instruction_file(path: str | pathlib.Path) -> list[Instruction]:
 
   Raises:
     InstructionError: `file:line: ...` for a line that is not UTF-8, not JSON or not a valid
-      instruction, and for a file that holds no instruction at all.
+      instruction, for a defaults line that is invalid, repeated or after an instruction, and
+      for a file that holds no instruction at all.
   """
   path = pathlib.Path(path)
   out = []
+  defaults: dict | None = None
+  defaults_line = 0
   for number, raw in enumerate(_decoded_lines(path), start=1):
     text = raw.strip()
     if not text or text.startswith("#") or text.startswith("//"):
@@ -93,7 +102,24 @@ def read_instruction_file(path: str | pathlib.Path) -> list[Instruction]:
         file=str(path),
         line=number,
       ) from None
-    out.append(instruction_from_dict(obj, file=str(path), line=number))
+    if isinstance(obj, dict) and "defaults" in obj:
+      # Defaults first: a reader (or a diff) then sees at the top what applies to every line.
+      if defaults is not None:
+        raise InstructionError(
+          f"a second defaults line (the first is line {defaults_line}); merge them into one",
+          file=str(path),
+          line=number,
+        )
+      if out:
+        raise InstructionError(
+          "the defaults line must come before the first instruction (here it would apply to "
+          f"some instructions of the file and not to others, e.g. {out[0].id!r})",
+          file=str(path),
+          line=number,
+        )
+      defaults, defaults_line = defaults_from_dict(obj, file=str(path), line=number), number
+      continue
+    out.append(instruction_from_dict(obj, file=str(path), line=number, defaults=defaults))
   if not out:
     # An empty file is almost always a mistake (a failed export, a wrong path); a silent empty
     # collection would make an evaluation run with no instructions for its tasks.

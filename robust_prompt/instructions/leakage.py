@@ -114,11 +114,13 @@ def check_leakage(
   Returns:
     The report; `report.ok` is True when nothing leaked.
   """
-  observed = [(i, ngrams(normalize(i.template), n)) for i in instructions if i.split == "observed"]
+  # The whole text (`Instruction.text`): a phrasing split into instruction and input template
+  # is the same phrasing as its joined form.
+  observed = [(i, ngrams(normalize(i.text), n)) for i in instructions if i.split == "observed"]
   unobserved = [i for i in instructions if i.split == "unobserved"]
   pairs = []
   for u in unobserved:
-    grams = ngrams(normalize(u.template), n)
+    grams = ngrams(normalize(u.text), n)
     for o, o_grams in observed:
       sim = jaccard(grams, o_grams)
       if sim >= threshold:

@@ -29,9 +29,8 @@ from robust_prompt.instructions.flan_import import (
   group_by_benchmark,
   read_flan_patterns,
 )
-from robust_prompt.instructions.import_result import ImportResult, Skipped
-from robust_prompt.instructions.schema import Instruction, InstructionError, template_placeholders
-from robust_prompt.instructions.validate import validate_instruction
+from robust_prompt.instructions.import_result import ImportResult, ObservedImport, Skipped
+from robust_prompt.instructions.schema import InstructionError, template_placeholders
 
 CONSTANTS_FILE = "constants_niv2.py"
 VARIABLE = "NATINST_META_DATA"
@@ -186,8 +185,7 @@ def import_niv2_definitions(
       f"PATTERNS has no {NATINST_TASK!r} templates", file=str(templates_path), line=1
     )
   groups = group_by_benchmark(tasks)
-  instructions: list[Instruction] = []
-  skipped: list[Skipped] = []
+  found = ObservedImport(source, tuple(seen_by))
   for name in niv2_tasks:
     if name not in known:
       close = [k for k in known if name.split("_")[0] == k.split("_")[0] or name in k][:5]
@@ -201,11 +199,11 @@ def import_niv2_definitions(
     try:
       layout = input_layout(task)
     except ValueError as e:
-      skipped.append(Skipped(where, name, str(e), "layout"))
+      found.skipped.append(Skipped(where, name, str(e), "layout"))
       continue
     for k, (inp, out, line) in enumerate(patterns[NATINST_TASK], start=1):
       if out.strip() != "{output}" or set(template_placeholders(inp)) != {"Definition", "input"}:
-        skipped.append(
+        found.skipped.append(
           Skipped(
             f"{templates_path}:{line}",
             f"{NATINST_TASK}#{k}",
@@ -224,26 +222,18 @@ def import_niv2_definitions(
         ident = f"{id_prefix or source}_{name.split('_')[0]}_{k:02d}" + (
           f"_{bench}" if len(groups) > 1 else ""
         )
-        instruction = Instruction(
+        found.add(
+          name,
           id=ident,
           tasks=tuple(bench_tasks),
           template=text,
           options_format=layout.options_format,
           answer_space="letters",
-          split="observed",
-          source=source,
-          seen_by=tuple(seen_by),
           file=str(constants_path),
           line=task.line,
           origin=f"{constants_path.name}:{name} + {templates_path.name}:{NATINST_TASK}#{k}",
         )
-        try:
-          validate_instruction(instruction)
-        except InstructionError as e:
-          skipped.append(Skipped(where, name, e.reason, "misfit"))
-          continue
-        instructions.append(instruction)
-  return ImportResult(tuple(instructions), tuple(skipped))
+  return found.result()
 
 
 def _fill(natinst: str, definition: str, our_input: str) -> str:

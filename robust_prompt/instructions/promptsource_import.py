@@ -58,7 +58,14 @@ import yaml
 
 from robust_prompt.instructions.bindings import apply_bindings, escape
 from robust_prompt.instructions.flan_import import default_placeholder_map, group_by_benchmark
-from robust_prompt.instructions.import_result import ImportResult, Skipped
+from robust_prompt.instructions.import_result import (
+  ImportResult,
+  ObservedImport,
+  Skipped,
+  add_import_arguments,
+  import_options,
+  write_import,
+)
 from robust_prompt.instructions.jinja_subset import (
   JinjaError,
   Token,
@@ -75,10 +82,8 @@ from robust_prompt.instructions.jinja_subset import (
 from robust_prompt.instructions.schema import (
   LETTERED_FORMATS,
   LETTERS,
-  Instruction,
   InstructionError,
 )
-from robust_prompt.instructions.validate import validate_instruction
 
 TEMPLATES_FILE = "templates.yaml"
 _INLINE_SEPS = (", ", " or ", ", or ")
@@ -342,8 +347,7 @@ def import_promptsource_templates(
     paths = [paths]
   files = [f for p in paths for f in find_template_files(p)]
   groups = group_by_benchmark(tasks)
-  instructions: list[Instruction] = []
-  skipped: list[Skipped] = []
+  found = ObservedImport(source, tuple(seen_by))
   for file in files:
     parsed = read_promptsource_file(file)
     file_options = FileOptions.of(parsed.templates)
@@ -353,7 +357,7 @@ def import_promptsource_templates(
       where = f"{file}:{template['__line__']}"
       metadata = template.get("metadata") or {}
       if original_task_only and metadata.get("original_task") is False:
-        skipped.append(
+        found.skipped.append(
           Skipped(
             where, name, "metadata original_task is false (not in the training mixture)", "metadata"
           )
@@ -371,31 +375,23 @@ def import_promptsource_templates(
             drop=drop,
           )
         except JinjaError as e:
-          skipped.append(Skipped(where, name, str(e), e.kind))
+          found.skipped.append(Skipped(where, name, str(e), e.kind))
           break  # the same reason holds for every benchmark
         ident = re.sub(r"\W+", "_", f"{prefix}_{name}").strip("_")
         if len(groups) > 1:
           ident += f"_{bench}"
-        instruction = Instruction(
+        found.add(
+          name,
           id=ident,
           tasks=tuple(bench_tasks),
           template=text,
           options_format=options_format,
           answer_space=answer_space,
-          split="observed",
-          source=source,
-          seen_by=tuple(seen_by),
           file=str(file),
           line=template["__line__"],
           origin=f"promptsource:{parsed.key}:{template['id']} ({name})",
         )
-        try:
-          validate_instruction(instruction)
-        except InstructionError as e:
-          skipped.append(Skipped(where, name, e.reason, "misfit"))
-          continue
-        instructions.append(instruction)
-  return ImportResult(tuple(instructions), tuple(skipped))
+  return found.result()
 
 
 def convert_template(
@@ -807,28 +803,15 @@ def main(argv: Sequence[str] | None = None) -> int:
   """`python -m robust_prompt.instructions.promptsource_import a/templates.yaml --tasks mmlu:* --out F`."""
   import argparse
 
-  from robust_prompt.instructions.flan_import import parse_mapping
-  from robust_prompt.instructions.io import write_instructions
-
   parser = argparse.ArgumentParser(description=main.__doc__)
   parser.add_argument("templates", nargs="+", help="PromptSource templates.yaml files or folders")
   parser.add_argument("--tasks", required=True, help="comma-separated task names/globs")
-  parser.add_argument("--placeholder", action="append", default=[], help="P3_NAME=OUR_NAME")
-  parser.add_argument("--seen_by", default="t0", help="comma-separated model families")
-  parser.add_argument("--id_prefix", default=None, help="id prefix (default: p3_<dataset>)")
-  parser.add_argument("--out", required=True, help="output JSONL file")
+  add_import_arguments(parser, "P3_NAME=OUR_NAME", seen_by="t0", id_prefix="p3_<dataset>")
   args = parser.parse_args(argv)
-  placeholders = {k: v[0] for k, v in parse_mapping(args.placeholder, "--placeholder").items()}
   result = import_promptsource_templates(
-    args.templates,
-    [t for t in args.tasks.split(",") if t],
-    placeholder_map=placeholders,
-    seen_by=[s for s in args.seen_by.split(",") if s],
-    id_prefix=args.id_prefix,
+    args.templates, [t for t in args.tasks.split(",") if t], **import_options(args)
   )
-  write_instructions(result.instructions, args.out)
-  print(result.summary())
-  return 0
+  return write_import(result, args.out)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from robust_prompt.instructions.schema import LETTERED_FORMATS, LETTERS, Instruction
+from robust_prompt.model import prompt_formats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +29,9 @@ class Rendered:
     correct: all correct option indices.
     targets: training targets: the strings of the correct options (`targets[0]` is the one for
       `answer`) for multiple choice, the example's references for generative examples.
+    instruction_text / input_text: the two parts of `inputs` when the instruction shows the
+      input apart (`Instruction.input_template`): `inputs` is the instruction text, a blank
+      line, then the input text. Both "" otherwise: `inputs` is one text.
   """
 
   inputs: str
@@ -35,6 +39,63 @@ class Rendered:
   answer: int | None
   correct: tuple[int, ...]
   targets: tuple[str, ...]
+  instruction_text: str = ""
+  input_text: str = ""
+
+  def parts(self) -> tuple[str, str]:
+    """`(instruction, input)` as the prompt formats take them; `(inputs, "")` when not split."""
+    if self.input_text:
+      return self.instruction_text, self.input_text
+    return self.inputs, ""
+
+
+def model_input(rendered: Rendered, prompt_format: str, tokenizer_config=None) -> str:
+  """The text the model reads: `rendered` in `prompt_format` (`model/prompt_formats.py`).
+
+  "raw" is `rendered.inputs` exactly; "alpaca" uses Alpaca's with-input wrapper when the
+  instruction shows its input apart (`Rendered.parts`), its without-input wrapper otherwise;
+  "chat" puts `inputs` in one user turn of the tokenizer's chat template.
+
+  Raises:
+    ValueError: an unknown format, or "chat" without a chat template in `tokenizer_config`.
+  """
+  if prompt_format == "raw":
+    return rendered.inputs
+  instruction_text, input_text = rendered.parts()
+  return prompt_formats.format_input(prompt_format, instruction_text, input_text, tokenizer_config)
+
+
+def check_prompt_formats(
+  instructions: Sequence[Instruction], run_format: str, tokenizer_config=None
+) -> dict[str, str]:
+  """Each instruction's prompt format (`Instruction.format_for`), checked against the tokenizer.
+
+  Args:
+    instructions: the instructions of a run.
+    run_format: the run's format, for instructions that declare none.
+    tokenizer_config: the model's tokenizer settings (`DecoderVocabulary.tokenizer_config`).
+
+  Returns:
+    Instruction id -> the format it is read in.
+
+  Raises:
+    InstructionError: at the first instruction whose format cannot be applied (e.g. "chat" for
+      a tokenizer without a chat template), naming its file:line and where the format came from.
+  """
+  out, ok = {}, set()
+  for instruction in instructions:
+    fmt = instruction.format_for(run_format)
+    if fmt not in ok:
+      try:
+        prompt_formats.format_input(fmt, "instruction", "", tokenizer_config)
+      except ValueError as e:
+        where = (
+          "declared by the instruction or its file" if instruction.prompt_format else "the run's"
+        )
+        raise instruction.error(f"prompt_format {fmt!r} ({where}): {e}") from None
+      ok.add(fmt)
+    out[instruction.id] = fmt
+  return out
 
 
 def answer_labels(answer_space: str, options: Sequence[str]) -> tuple[str, ...]:
@@ -132,14 +193,16 @@ def render(instruction: Instruction, example: Any) -> Rendered:
   check_fits(instruction, example)
   values = {k: str(v).strip() for k, v in example.fields.items()}
   values["options"] = format_options(instruction.options_format, example.options)
-  parts = []
-  for literal, name, _, _ in string.Formatter().parse(instruction.template):
-    parts.append(literal)
-    if name is not None:
-      parts.append(values[name])
-  inputs = "".join(parts).strip()
+  inputs = _fill(instruction.template, values)
+  split = {}
+  if instruction.input_template:
+    input_text = _fill(instruction.input_template, values)
+    # The join the "raw" format makes of an instruction and its input (a blank line), so that
+    # a model reading `inputs` sees the same text whichever part a placeholder sits in.
+    split = {"instruction_text": inputs, "input_text": input_text}
+    inputs = prompt_formats.user_turn(inputs, input_text)
   if not example.options:
-    return Rendered(inputs, (), None, (), tuple(example.targets))
+    return Rendered(inputs, (), None, (), tuple(example.targets), **split)
   options = answer_labels(instruction.answer_space, [o.strip() for o in example.options])
   correct = tuple(example.correct)
   order = [example.answer] if example.answer is not None else []
@@ -150,4 +213,15 @@ def render(instruction: Instruction, example: Any) -> Rendered:
     answer=example.answer,
     correct=correct,
     targets=tuple(options[i] for i in order),
+    **split,
   )
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+  """`template` with its placeholders replaced by `values`, stripped."""
+  parts = []
+  for literal, name, _, _ in string.Formatter().parse(template):
+    parts.append(literal)
+    if name is not None:
+      parts.append(values[name])
+  return "".join(parts).strip()

@@ -13,6 +13,10 @@ import dataclasses
 import fnmatch
 import string
 
+# How the rendered text is wrapped for the model (`model/prompt_formats.py`). An instruction may
+# declare one (`Instruction.prompt_format`); the declaration wins over the run's format.
+from robust_prompt.model.prompt_formats import FORMATS as PROMPT_FORMATS  # noqa: F401
+
 # How `{options}` is rendered (see `render.format_options`): one option a line unless inline.
 OPTIONS_FORMATS = (
   "letters",  # A. x
@@ -78,6 +82,12 @@ class Instruction:
     origin: for observed instructions, the original template it was made from (source file and
       template id/name, e.g. "promptsource/templates/cos_e/v1.11/templates.yaml:<uuid>
       (question_description_option_text)"), so that provenance stays checkable; "" otherwise.
+    input_template: the example's input, shown apart from the instruction (`template` is then
+      the instruction alone): Alpaca's `### Input:` under the "alpaca" prompt format; the other
+      formats read `template`, a blank line, then this. "" = the template holds everything.
+    prompt_format: how the rendered text is wrapped for the model ("raw", "alpaca", "chat";
+      `PROMPT_FORMATS`), declared by the record or its file's `defaults`; None = the run's
+      format. A declared format wins over the run's.
   """
 
   id: str
@@ -91,6 +101,8 @@ class Instruction:
   file: str = "<memory>"
   line: int = 0
   origin: str = ""
+  input_template: str = ""
+  prompt_format: str | None = None
 
   def applies_to(self, task: str) -> bool:
     """Whether this instruction is meant for `task` (exact name or glob match)."""
@@ -98,8 +110,23 @@ class Instruction:
 
   @property
   def placeholders(self) -> tuple[str, ...]:
-    """Placeholder names in template order (duplicates removed). Raises on malformed braces."""
-    return template_placeholders(self.template)
+    """Placeholder names in order, template then input template (duplicates removed).
+
+    Raises on malformed braces.
+    """
+    names = template_placeholders(self.template)
+    extra = template_placeholders(self.input_template) if self.input_template else ()
+    return names + tuple(n for n in extra if n not in names)
+
+  @property
+  def text(self) -> str:
+    """The whole template as the "raw" format reads it: the instruction, then the input
+    template after a blank line (when there is one)."""
+    return f"{self.template}\n\n{self.input_template}" if self.input_template else self.template
+
+  def format_for(self, run_format: str) -> str:
+    """The prompt format this instruction is read in: its declared one, else `run_format`."""
+    return self.prompt_format or run_format
 
   @property
   def where(self) -> str:
@@ -123,6 +150,11 @@ class Instruction:
     }
     if self.origin:
       out["origin"] = self.origin
+    # Written only when set, so that collections without them keep their digests (run.json).
+    if self.input_template:
+      out["input_template"] = self.input_template
+    if self.prompt_format is not None:
+      out["prompt_format"] = self.prompt_format
     return out
 
 

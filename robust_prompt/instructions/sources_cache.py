@@ -49,19 +49,28 @@ class SourceError(RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True)
-class PinnedFiles:
-  """Single files of a repository at a commit, each with its SHA-256 (fetched one by one).
+class PinnedSource:
+  """A GitHub repository at a fixed commit, cached in a folder of its own.
 
   Attributes:
-    name: the cache folder's name ("flan_v2").
+    name: the cache folder's name ("flan_v2", "promptsource").
     repo: "owner/name" on GitHub.
     commit: the full commit hash.
-    files: path in the repository -> SHA-256 of its bytes; stored under their base names.
   """
 
   name: str
   repo: str
   commit: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PinnedFiles(PinnedSource):
+  """Single files of a repository at a commit, each with its SHA-256 (fetched one by one).
+
+  Attributes:
+    files: path in the repository -> SHA-256 of its bytes; stored under their base names.
+  """
+
   files: Mapping[str, str]
 
   def url(self, path: str, base: str = RAW_BASE) -> str:
@@ -69,21 +78,15 @@ class PinnedFiles:
 
 
 @dataclasses.dataclass(frozen=True)
-class PinnedTree:
+class PinnedTree(PinnedSource):
   """A folder of a repository at a commit, from GitHub's archive, checked by `tree_digest`.
 
   Attributes:
-    name: the cache folder's name ("promptsource").
-    repo: "owner/name" on GitHub.
-    commit: the full commit hash.
     subdir: the folder inside the repository ("promptsource/templates").
     pattern: the files of the folder that are kept and checked ("templates.yaml").
     digest: `tree_digest` of the kept files.
   """
 
-  name: str
-  repo: str
-  commit: str
   subdir: str
   pattern: str
   digest: str

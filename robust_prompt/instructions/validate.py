@@ -19,6 +19,7 @@ from robust_prompt.instructions.schema import (
   ANSWER_SPACES,
   LETTERED_FORMATS,
   OPTIONS_FORMATS,
+  PROMPT_FORMATS,
   SPLITS,
   Instruction,
   InstructionError,
@@ -52,15 +53,73 @@ BENCHMARK_FIELDS: dict[str, BenchmarkFields] = {
 }
 
 REQUIRED_KEYS = ("id", "tasks", "template", "options_format", "answer_space", "split", "source")
-OPTIONAL_KEYS = ("seen_by", "origin")
+OPTIONAL_KEYS = ("seen_by", "origin", "input_template", "prompt_format")
+# What a file's `{"defaults": {...}}` line may set for every instruction of the file.
+DEFAULTABLE_KEYS = ("prompt_format",)
 
 
 def benchmark_of(task_pattern: str) -> str:
   return task_pattern.split(":", 1)[0]
 
 
-def instruction_from_dict(obj: Any, *, file: str, line: int) -> Instruction:
+def check_prompt_format(value: Any, *, file: str, line: int, what: str = "prompt_format") -> str:
+  """`value` when it is one of `PROMPT_FORMATS`.
+
+  Raises:
+    InstructionError: at `file:line`, naming the value and the allowed ones.
+  """
+  if not isinstance(value, str) or value not in PROMPT_FORMATS:
+    raise InstructionError(
+      f"{what} {value!r} is not one of {list(PROMPT_FORMATS)} (how the rendered text is wrapped "
+      "for the model: docs/instructions.md, Prompt formats)",
+      file=file,
+      line=line,
+    )
+  return value
+
+
+def defaults_from_dict(obj: Any, *, file: str, line: int) -> dict[str, Any]:
+  """The settings of a file's `{"defaults": {...}}` line, checked.
+
+  Raises:
+    InstructionError: at `file:line` for anything but an object of `DEFAULTABLE_KEYS`.
+  """
+  if set(obj) != {"defaults"}:
+    raise InstructionError(
+      f"a defaults line holds only the key 'defaults', got {sorted(obj)}", file=file, line=line
+    )
+  defaults = obj["defaults"]
+  if not isinstance(defaults, dict):
+    raise InstructionError(
+      f'\'defaults\' must be an object such as {{"prompt_format": "alpaca"}}, got '
+      f"{type(defaults).__name__}",
+      file=file,
+      line=line,
+    )
+  unknown = sorted(set(defaults) - set(DEFAULTABLE_KEYS))
+  if unknown:
+    raise InstructionError(
+      f"unknown key(s) {unknown} in 'defaults'; a file can set {list(DEFAULTABLE_KEYS)}",
+      file=file,
+      line=line,
+    )
+  if "prompt_format" in defaults:
+    check_prompt_format(
+      defaults["prompt_format"], file=file, line=line, what="defaults.prompt_format"
+    )
+  return dict(defaults)
+
+
+def instruction_from_dict(
+  obj: Any, *, file: str, line: int, defaults: Mapping[str, Any] | None = None
+) -> Instruction:
   """Builds an `Instruction` from one parsed JSONL object, checking keys, types and values.
+
+  Args:
+    obj: the parsed line.
+    file: where it was read (for errors and provenance).
+    line: its 1-based line number.
+    defaults: the file's `defaults` (`defaults_from_dict`); the record's own keys win.
 
   Raises:
     InstructionError: located at `file:line`, saying which key is wrong and what is allowed.
@@ -96,6 +155,16 @@ def instruction_from_dict(obj: Any, *, file: str, line: int) -> Instruction:
   origin = obj.get("origin", "")
   if not isinstance(origin, str):
     raise fail("'origin' must be a string: the original template's file and id/name")
+  input_template = obj.get("input_template", "")
+  if not isinstance(input_template, str):
+    raise fail(
+      "'input_template' must be a string: the example's input, shown apart from the instruction"
+    )
+  prompt_format = None
+  if "prompt_format" in obj:
+    prompt_format = check_prompt_format(obj["prompt_format"], file=file, line=line)
+  elif defaults and "prompt_format" in defaults:
+    prompt_format = defaults["prompt_format"]
   if not obj["source"].strip():
     raise fail("'source' is empty; say where the phrasing comes from (human, flan_v2, p3, ...)")
   for key, allowed in (
@@ -117,6 +186,8 @@ def instruction_from_dict(obj: Any, *, file: str, line: int) -> Instruction:
     file=file,
     line=line,
     origin=origin,
+    input_template=input_template,
+    prompt_format=prompt_format,
   )
   validate_instruction(instruction)
   return instruction
@@ -131,9 +202,22 @@ def validate_instruction(instruction: Instruction) -> None:
   if not instruction.template.strip():
     raise instruction.error("template is empty")
   try:
-    names = template_placeholders(instruction.template)
+    template_placeholders(instruction.template)
   except ValueError as e:
     raise instruction.error(f"bad template: {e}") from None
+  if instruction.input_template:
+    if not instruction.input_template.strip():
+      raise instruction.error("input_template is blank; leave it out or give the input's text")
+    try:
+      template_placeholders(instruction.input_template)
+    except ValueError as e:
+      raise instruction.error(f"bad input_template: {e}") from None
+  if instruction.prompt_format is not None and instruction.prompt_format not in PROMPT_FORMATS:
+    raise instruction.error(
+      f"prompt_format {instruction.prompt_format!r} is not one of {list(PROMPT_FORMATS)}"
+    )
+  # The checks below are about the whole text: a placeholder may sit in either part.
+  names = instruction.placeholders
   has_options = "options" in names
   fmt, space = instruction.options_format, instruction.answer_space
   if fmt == "none" and has_options:

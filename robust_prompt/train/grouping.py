@@ -23,8 +23,10 @@ import numpy as np
 from robust_prompt import batching
 from robust_prompt import vocab as vocab_lib
 from robust_prompt.data.example import Example
-from robust_prompt.instructions.render import render
-from robust_prompt.instructions.schema import Instruction
+from robust_prompt.instructions.render import model_input, render
+from robust_prompt.instructions.schema import PROMPT_FORMATS, Instruction
+
+_log = logging.getLogger(__name__)
 
 ANCHOR_CHOICES = ("observed", "first", "random")
 
@@ -43,10 +45,10 @@ def check_disjoint(train: Sequence[Instruction], heldout: Sequence[Instruction])
     OverlapError: naming every shared instruction and where each copy was read from.
   """
   by_id = {i.id: i for i in heldout}
-  by_template = {" ".join(i.template.split()): i for i in heldout}
+  by_template = {" ".join(i.text.split()): i for i in heldout}
   clashes = []
   for inst in train:
-    other = by_id.get(inst.id) or by_template.get(" ".join(inst.template.split()))
+    other = by_id.get(inst.id) or by_template.get(" ".join(inst.text.split()))
     if other is not None:
       how = "same id" if other.id == inst.id else "same template"
       clashes.append(f"{inst.id!r} ({inst.where}) = held-out {other.id!r} ({other.where}), {how}")
@@ -94,6 +96,10 @@ class GroupedData:
       applies to the task) or "random".
     model: the prompted model whose token conventions apply (`PromptedModel.encode_*`: T5
       appends EOS, a decoder-only model scores continuations); None = T5's.
+    prompt_format: how rendered inputs are wrapped for the model ("raw", "alpaca", "chat";
+      `instructions.render.model_input`) for instructions that declare no format of their own;
+      a declared one (`Instruction.prompt_format`, e.g. from its file's defaults) wins, as in
+      eval.
   """
 
   def __init__(
@@ -109,6 +115,7 @@ class GroupedData:
     seed: int = 0,
     anchor: str = "observed",
     model=None,
+    prompt_format: str = "raw",
   ):
     if not examples:
       raise ValueError("no training examples: check --benchmark, --data_dir and --tasks")
@@ -116,6 +123,9 @@ class GroupedData:
       raise ValueError(f"need G >= 1 and K >= 1; got G={groups_per_batch}, K={members_per_group}")
     if anchor not in ANCHOR_CHOICES:
       raise ValueError(f"anchor must be one of {ANCHOR_CHOICES}; got {anchor!r}")
+    if prompt_format not in PROMPT_FORMATS:
+      raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}; got {prompt_format!r}")
+    self.prompt_format = prompt_format
     self.examples = list(examples)
     self.vocab = vocab
     self.model = model
@@ -131,7 +141,7 @@ class GroupedData:
           "instructions of --train_instructions applies to it (check their `tasks` patterns)"
         )
       if len(pool) < self.K:
-        logging.warning(
+        _log.warning(
           "task %s has %d training instruction(s) for K=%d members: some repeat in a group",
           task,
           len(pool),
@@ -168,15 +178,21 @@ class GroupedData:
   def _encode_row(self, instruction: Instruction, example_index: int, target_choice: int):
     example = self.examples[example_index]
     rendered = render(instruction, example)
+    # The text the model reads, wrapped exactly as eval wraps it (same per-instruction rule).
+    text = model_input(
+      rendered,
+      instruction.format_for(self.prompt_format),
+      getattr(self.vocab, "tokenizer_config", None),
+    )
     shapes = self.shapes
     if self.model is None:
-      inputs = vocab_lib.encode_inputs(self.vocab, [rendered.inputs])[0]
+      inputs = vocab_lib.encode_inputs(self.vocab, [text])[0]
       if len(inputs) > shapes.max_input_length:
         self.num_truncated += 1
         inputs = batching.truncate(inputs, shapes.max_input_length)  # keeps EOS last, as HF does
     else:
-      full = self.model.encode_inputs(self.vocab, [rendered.inputs], None)[0]
-      inputs = self.model.encode_inputs(self.vocab, [rendered.inputs], shapes.max_input_length)[0]
+      full = self.model.encode_inputs(self.vocab, [text], None)[0]
+      inputs = self.model.encode_inputs(self.vocab, [text], shapes.max_input_length)[0]
       self.num_truncated += len(full) != len(inputs)
     if not rendered.targets:
       raise ValueError(
@@ -190,7 +206,7 @@ class GroupedData:
     else:
       target = self.model.encode_targets(self.vocab, [target_text], shapes.max_target_length)[0]
       options = self.model.encode_options(
-        self.vocab, [rendered.inputs], [rendered.options], shapes.max_option_length
+        self.vocab, [text], [rendered.options], shapes.max_option_length
       )[0]
     answer = -1 if rendered.answer is None else rendered.answer
     return inputs, target, options, answer

@@ -30,6 +30,8 @@ from robust_prompt.train.grouping import GroupedData
 from robust_prompt.train.objective import LossConfig
 from robust_prompt.train.step import make_train_step
 
+_log = logging.getLogger(__name__)
+
 PROMPT_FILE = "prompt.npy"
 CONFIG_FILE = "config.gin"
 
@@ -131,7 +133,7 @@ def train(
       else:
         target = state_lib.abstract_state(tx, prompt_length, width, shardings)
         state = ckpt.restore(latest, target, meta)
-        logging.info("resumed from %s at step %d", ckpt.directory, latest)
+        _log.info("resumed from %s at step %d", ckpt.directory, latest)
   except BaseException:
     ckpt.close()
     raise
@@ -190,7 +192,7 @@ def train(
       if ckpt.save(done, state, meta, force=done == num_steps):
         _save_prompt(prompt_path, state.params["prompt"])
     if data.num_truncated:
-      logging.warning(
+      _log.warning(
         "%d training inputs were truncated to %d tokens",
         data.num_truncated,
         data.shapes.max_input_length,

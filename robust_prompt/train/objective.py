@@ -63,6 +63,18 @@ class LossConfig:
       raise ValueError(f"losses.temperature must be > 0; got {self.temperature}")
 
 
+# Metrics that are counts: summed over microbatches, where every other metric is averaged.
+COUNT_METRICS = ("option_hits", "option_rows")
+
+
+def finish_metrics(metrics: dict) -> dict:
+  """Adds the ratios computed from count metrics (`option_accuracy = option_hits / option_rows`)."""
+  if "option_hits" in metrics:
+    metrics = dict(metrics)
+    metrics["option_accuracy"] = metrics["option_hits"] / jnp.maximum(metrics["option_rows"], 1.0)
+  return metrics
+
+
 def compute_loss(
   prompt: jax.Array, frozen_params, batch: dict, *, model: PromptedModel, config: LossConfig
 ):
@@ -110,7 +122,11 @@ def compute_loss(
       kl = kl + kl_opt
       metrics["kl_options"] = kl_opt
       hit = (jnp.argmax(option_lp, -1) == batch["answer"]) * has_options
-      metrics["option_accuracy"] = hit.sum() / jnp.maximum(has_options.sum(), 1)
+      # Counts, not only their ratio: microbatches differ in how many rows have options, so
+      # accumulation sums these and recomputes the ratio (`finish_metrics`).
+      metrics["option_hits"] = hit.sum().astype(jnp.float32)
+      metrics["option_rows"] = has_options.sum().astype(jnp.float32)
+      metrics = finish_metrics(metrics)
       token_valid = target_mask * (1 - has_options)[:, None]
     # Rows without options: KL between the vocabulary distributions at every target position.
     token_lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)

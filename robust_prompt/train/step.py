@@ -21,7 +21,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from robust_prompt import multihost, partitioning
-from robust_prompt.model.t5 import T5
+from robust_prompt.model.prompted import PromptedModel
 from robust_prompt.train import objective
 from robust_prompt.train.state import TrainState
 
@@ -85,7 +85,11 @@ def accumulate_gradients(
   zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (shapes[1], shapes[0][1]))
   (grad, metrics), _ = jax.lax.scan(accumulate, zeros, micro)
   # Equal weights are right: every microbatch has G/M whole groups (see the module docstring).
-  return jax.tree.map(lambda x: x / num_microbatches, (grad, metrics))
+  # Counts stay summed and the ratios made of them are recomputed from the sums.
+  metrics = {
+    k: v if k in objective.COUNT_METRICS else v / num_microbatches for k, v in metrics.items()
+  }
+  return jax.tree.map(lambda g: g / num_microbatches, grad), objective.finish_metrics(metrics)
 
 
 def train_step(
@@ -94,7 +98,7 @@ def train_step(
   batch: Batch,
   rng: jax.Array,
   *,
-  model: T5,
+  model: PromptedModel,
   tx: optax.GradientTransformation,
   loss_config: objective.LossConfig,
   num_groups: int,
@@ -109,7 +113,7 @@ def train_step(
     batch: a grouped batch (`grouping.GroupedData.batch`), `B = G * K` rows.
     rng: base key; the step folds in `state.step` (the model is deterministic today, so this
       only keeps the signature ready for dropout without changing resumability).
-    model: the T5 module.
+    model: the prompted model (`model/prompted.py`), any family.
     tx: the prompt's optimizer.
     loss_config: objective weights.
     num_groups: `G` (rows are group-major).
@@ -154,7 +158,7 @@ def batch_shardings(mesh: Mesh, batch: Batch) -> Batch:
 
 def make_train_step(
   *,
-  model: T5,
+  model: PromptedModel,
   tx: optax.GradientTransformation,
   loss_config: objective.LossConfig,
   mesh: Mesh,

@@ -87,3 +87,38 @@ run_short() {
   esac
   run_or_print "${cmd[@]}"
 }
+
+# launch_mmlu_eval RUN_NAME GIN_FILE MODEL [robust-prompt flags...]: evaluates MODEL on all of
+# MMLU under the shipped unobserved instructions; results in OUT_ROOT/RUN_NAME.
+launch_mmlu_eval() {
+  local run_name="$1" gin_file="$2" model="$3"
+  shift 3
+  launch_experiment "${run_name}" eval \
+    --gin_file "${gin_file}" \
+    --model "${model}" \
+    --benchmark mmlu \
+    --data_dir "${MMLU_DIR}" \
+    --instructions tasks/instructions/mmlu.jsonl \
+    --output_dir "${OUT_ROOT}/${run_name}" \
+    "$@"
+}
+
+# launch_flan_t5_xxl_mmlu_train RUN_NAME GIN_FILE [robust-prompt flags...]: a soft prompt for
+# frozen Flan-T5 XXL on MMLU from the TRAIN_INSTRUCTIONS pool (the caller checks that it is set,
+# so that the error names the script), the shipped unobserved MMLU instructions held out;
+# checkpoints and prompt.npy in OUT_ROOT/RUN_NAME. One function for the alignment run and its
+# CE-only baseline, so that their command lines differ only in GIN_FILE.
+launch_flan_t5_xxl_mmlu_train() {
+  local run_name="$1" gin_file="$2"
+  shift 2
+  # shellcheck disable=SC2086 # TRAIN_INSTRUCTIONS may list several paths.
+  launch_experiment "${run_name}" train \
+    --gin_file "${gin_file}" \
+    --model google/flan-t5-xxl \
+    --benchmark mmlu \
+    --data_dir "${MMLU_DIR}" \
+    --train_instructions ${TRAIN_INSTRUCTIONS} \
+    --heldout_instructions tasks/instructions/mmlu.jsonl \
+    --model_dir "${OUT_ROOT}/${run_name}" \
+    "$@"
+}

@@ -8,12 +8,5 @@ set -euo pipefail
 # shellcheck source=common.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-run_name="${RUN_NAME:-eval_flan_t5_xl_mmlu}"
-launch_experiment "${run_name}" eval \
-  --gin_file experiments/eval_flan_t5_xl_mmlu.gin \
-  --model google/flan-t5-xl \
-  --benchmark mmlu \
-  --data_dir "${MMLU_DIR}" \
-  --instructions tasks/instructions/mmlu.jsonl \
-  --output_dir "${OUT_ROOT}/${run_name}" \
-  "$@"
+launch_mmlu_eval "${RUN_NAME:-eval_flan_t5_xl_mmlu}" experiments/eval_flan_t5_xl_mmlu.gin \
+  google/flan-t5-xl "$@"

@@ -16,14 +16,5 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 : "${TRAIN_INSTRUCTIONS:?set TRAIN_INSTRUCTIONS to the training pool (JSONL files or folders)}"
 
-run_name="${RUN_NAME:-train_alignment_flan_t5_xxl}"
-# shellcheck disable=SC2086 # TRAIN_INSTRUCTIONS may list several paths.
-launch_experiment "${run_name}" train \
-  --gin_file experiments/train_alignment_prompt_flan_t5_xxl.gin \
-  --model google/flan-t5-xxl \
-  --benchmark mmlu \
-  --data_dir "${MMLU_DIR}" \
-  --train_instructions ${TRAIN_INSTRUCTIONS} \
-  --heldout_instructions tasks/instructions/mmlu.jsonl \
-  --model_dir "${OUT_ROOT}/${run_name}" \
-  "$@"
+launch_flan_t5_xxl_mmlu_train "${RUN_NAME:-train_alignment_flan_t5_xxl}" \
+  experiments/train_alignment_prompt_flan_t5_xxl.gin "$@"
