@@ -17,11 +17,28 @@ import tempfile
 
 # JAX reads this variable itself (with its own 1 s minimum compile time, see `enable`).
 ENV_VAR = "JAX_COMPILATION_CACHE_DIR"
+# Ours: a directory, or "none" to compile without a cache (e.g. a read-only home, or tests).
+OUR_ENV_VAR = "ROBUST_PROMPT_COMPILATION_CACHE"
+OFF = "none"
+
+
+def user_cache_dir() -> pathlib.Path:
+  """`$XDG_CACHE_HOME/robust_prompt/xla`, `~/.cache/robust_prompt/xla` without it."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return pathlib.Path(base) / "robust_prompt" / "xla"
 
 
 def default_dir() -> str | None:
-  """The directory JAX would use by itself (`$JAX_COMPILATION_CACHE_DIR`), or None."""
-  return os.environ.get(ENV_VAR) or None
+  """Where the CLI caches compiled programs unless told otherwise; None = no cache.
+
+  `$ROBUST_PROMPT_COMPILATION_CACHE` ("none" turns the cache off), else JAX's own
+  `$JAX_COMPILATION_CACHE_DIR`, else the user cache directory (`user_cache_dir`): a user's
+  second run of the same model and shapes loads its programs instead of compiling them.
+  """
+  ours = os.environ.get(OUR_ENV_VAR)
+  if ours:
+    return None if ours.strip().lower() == OFF else ours
+  return os.environ.get(ENV_VAR) or str(user_cache_dir())
 
 
 def enable(path: str | os.PathLike) -> pathlib.Path:

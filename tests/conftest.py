@@ -10,6 +10,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tests never reach a hub: every model they use is created locally.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Hermetic tests: no compiled programs shared through the user cache directory (tests of the
+# cache pass --compilation_cache_dir themselves).
+os.environ.setdefault("ROBUST_PROMPT_COMPILATION_CACHE", "none")
 
 import pathlib  # noqa: E402
 

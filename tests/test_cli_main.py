@@ -143,14 +143,22 @@ def test_compilation_cache_flag_and_environment(fake_commands, monkeypatch, tmp_
   enabled = []
   monkeypatch.setattr(compilation_cache, "enable", lambda path: enabled.append(path))
   monkeypatch.delenv(compilation_cache.ENV_VAR, raising=False)
+  monkeypatch.setenv(compilation_cache.OUR_ENV_VAR, "none")  # what conftest sets for tests
   assert cli_main.main(["score"]) == 0
-  assert enabled == []  # off unless asked for
+  assert enabled == []
+  monkeypatch.delenv(compilation_cache.OUR_ENV_VAR)
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+  assert cli_main.main(["score"]) == 0  # on by default, in the user cache directory
+  assert enabled == [str(tmp_path / "xdg" / "robust_prompt" / "xla")]
+  assert cli_main.main(["score", "--compilation_cache_dir", "none"]) == 0  # off when asked
   assert cli_main.main(["score", "--compilation_cache_dir", str(tmp_path / "a")]) == 0
   monkeypatch.setenv(compilation_cache.ENV_VAR, str(tmp_path / "b"))
-  assert cli_main.main(["score"]) == 0  # JAX's own variable is the default
-  assert enabled == [str(tmp_path / "a"), str(tmp_path / "b")]
+  assert cli_main.main(["score"]) == 0  # JAX's own variable wins over the user directory
+  monkeypatch.setenv(compilation_cache.OUR_ENV_VAR, str(tmp_path / "c"))
+  assert cli_main.main(["score"]) == 0  # ... and ours over JAX's
+  assert enabled[1:] == [str(tmp_path / p) for p in ("a", "b", "c")]
   assert cli_main.main(["tasks"]) == 0  # a command that compiles nothing has no such flag
-  assert len(enabled) == 2
+  assert len(enabled) == 4
 
 
 def test_unwritable_compilation_cache_dir_is_a_clear_error(fake_commands, capsys, tmp_path):

@@ -67,3 +67,22 @@ def test_architectures():
   gin.clear_config(clear_constants=True)
   qwen = _config("qwen2_5_0_5b")
   assert qwen.attention_bias and qwen.tie_word_embeddings and qwen.model_type == "qwen2"
+
+
+@pytest.mark.parametrize("name, want", [("alpaca_7b", "alpaca"), ("llama3_8b", "raw")])
+def test_model_file_prompt_format_is_the_default_for_eval_and_train(name, want):
+  import argparse
+
+  from robust_prompt.cli import eval as eval_cli
+  from robust_prompt.cli import gin_utils
+
+  gin_utils.register_configurables()
+  eval_cli.configured_settings()
+  gin_utils.parse_gin([f"models/{name}.gin"], [])
+  args = argparse.Namespace(example_ids=None, shuffle_options=None)
+  assert eval_cli._settings(args).prompt_format == want
+  assert gin_utils.model_prompt_format("data.prompt_format") == want
+  # An explicit binding wins over the model file's macro.
+  gin_utils.parse_gin([f"models/{name}.gin"], ["evaluate.prompt_format = 'chat'"])
+  assert eval_cli._settings(args).prompt_format == "chat"
+  gin.clear_config()

@@ -238,6 +238,12 @@ def _settings(args: argparse.Namespace):
         raise UserError(f"--shuffle_options {item!r}: expected TASK=SEED, e.g. bigbench:x=42")
       pairs.append((task, int(seed)))
     explicit["shuffle_options"] = tuple(pairs)
+  configured_settings()  # registers `evaluate` before gin is asked about it
+  if "prompt_format" not in explicit:
+    # A model file's format (models/alpaca_7b.gin: PROMPT_FORMAT = 'alpaca') is the default.
+    from_model = gin_utils.model_prompt_format("evaluate.prompt_format")
+    if from_model is not None:
+      explicit["prompt_format"] = from_model
   try:
     return configured_settings()(**explicit)
   except ValueError as e:

@@ -117,6 +117,25 @@ class _DropGinPathNotFound(logging.Filter):
     return not (record.levelno == logging.ERROR and str(record.msg).startswith("Path not found"))
 
 
+def is_bound(binding: str) -> bool:
+  """Whether gin holds a value for `binding` ("configurable.parameter")."""
+  import gin
+
+  try:
+    gin.query_parameter(binding)
+  except ValueError:
+    return False
+  return True
+
+
+def model_prompt_format(binding: str) -> str | None:
+  """The model file's PROMPT_FORMAT macro (models/alpaca_7b.gin: 'alpaca') where `binding`
+  (evaluate.prompt_format / data.prompt_format) is not bound itself; else None."""
+  if is_bound(binding):
+    return None
+  return query_macro("PROMPT_FORMAT")
+
+
 def query_macro(name: str, default: Any = None) -> Any:
   """Returns the value of the gin macro `name` (evaluating `@fn()` references), or `default`."""
   import gin

@@ -57,15 +57,16 @@ def _add_compilation_arguments(parser: argparse.ArgumentParser) -> None:
     "--compilation_cache_dir",
     default=compilation_cache.default_dir(),
     help="keep compiled XLA programs in this directory (JAX's persistent compilation cache): a "
-    "rerun with the same shapes loads them instead of compiling again (default: "
-    f"${compilation_cache.ENV_VAR} if set, else no cache)",
+    "rerun with the same shapes loads them instead of compiling again; 'none' compiles without "
+    f"a cache (default: ${compilation_cache.OUR_ENV_VAR}, else ${compilation_cache.ENV_VAR}, "
+    f"else {compilation_cache.user_cache_dir()})",
   )
 
 
 def _enable_compilation_cache(args: argparse.Namespace) -> None:
   from robust_prompt import compilation_cache
 
-  if args.compilation_cache_dir:
+  if args.compilation_cache_dir and args.compilation_cache_dir.lower() != compilation_cache.OFF:
     try:
       compilation_cache.enable(args.compilation_cache_dir)
     except ValueError as e:

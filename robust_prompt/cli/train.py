@@ -287,7 +287,10 @@ def _train_locked(args, model_dir, pool, covered, examples) -> int:
   settings = _call("prompt")
   # Explicit flags become gin bindings, so that config.gin records what the run really used.
   flags = {"train.num_steps": args.num_steps, "train.seed": args.seed, "data.seed": args.seed}
-  flags["data.prompt_format"] = args.prompt_format
+  # A model file's format (models/alpaca_7b.gin: PROMPT_FORMAT = 'alpaca') is the default.
+  flags["data.prompt_format"] = args.prompt_format or gin_utils.model_prompt_format(
+    "data.prompt_format"
+  )
   for flag in ("max_input_length", "max_target_length"):
     flags[f"data.{flag}"] = getattr(args, flag)
   if args.batch_size is not None:
