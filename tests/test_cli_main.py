@@ -170,6 +170,18 @@ def test_unwritable_compilation_cache_dir_is_a_clear_error(fake_commands, capsys
   assert fake_commands == []  # nothing ran
 
 
+def test_unusable_default_cache_dir_is_a_warning(fake_commands, capsys, monkeypatch, tmp_path):
+  from robust_prompt import compilation_cache
+
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  monkeypatch.delenv(compilation_cache.OUR_ENV_VAR)
+  monkeypatch.delenv(compilation_cache.ENV_VAR, raising=False)
+  monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # cannot hold a directory
+  assert cli_main.main(["score"]) == 0
+  assert "running without a cache" in capsys.readouterr().err
+
+
 def test_compilation_cache_keeps_fast_compiles(tmp_path):
   """A program that compiles in milliseconds is written to the cache (JAX alone keeps only
   those over 1 s), and a second process finds it there."""

@@ -70,7 +70,10 @@ def _enable_compilation_cache(args: argparse.Namespace) -> None:
     try:
       compilation_cache.enable(args.compilation_cache_dir)
     except ValueError as e:
-      raise gin_utils.UserError(f"--compilation_cache_dir: {e}") from e
+      if args.compilation_cache_dir != str(compilation_cache.user_cache_dir()):
+        raise gin_utils.UserError(f"--compilation_cache_dir: {e}") from e
+      # The default place (not asked for) is unusable, e.g. a read-only home: run uncached.
+      print(f"robust-prompt {args.command}: warning: {e}; running without a cache", file=sys.stderr)
 
 
 def _start_distributed(args: argparse.Namespace) -> None:
