@@ -42,6 +42,28 @@ HF_SIZES = {
     feed_forward_proj="gated-gelu",
     tie_word_embeddings=False,
   ),
+  # Flan-T5-XL (google/flan-t5-xl's config.json): 2.85B parameters, 5.7 GB in bfloat16.
+  "flan-t5-xl": dict(
+    d_model=2048,
+    d_kv=64,
+    d_ff=5120,
+    num_layers=24,
+    num_decoder_layers=24,
+    num_heads=32,
+    feed_forward_proj="gated-gelu",
+    tie_word_embeddings=False,
+  ),
+  # A T5 1.1 layout small enough for a smoke test on CPU (seconds).
+  "t5-tiny": dict(
+    d_model=64,
+    d_kv=16,
+    d_ff=128,
+    num_layers=2,
+    num_decoder_layers=2,
+    num_heads=4,
+    feed_forward_proj="gated-gelu",
+    tie_word_embeddings=False,
+  ),
 }
 VOCAB_SIZE = 32128
 
@@ -97,11 +119,18 @@ def summarize(times: list[float]) -> str:
   return f"median {statistics.median(times):.2f}s (min {min(times):.2f}, max {max(times):.2f})"
 
 
-def matmul_peak_gflops(repeats: int = 10, m: int = 2048, k: int = 512, n: int = 2048) -> dict:
-  """This CPU's float32 matrix-multiply rate, the ceiling of any step made of T5's products.
+def matmul_peak_gflops(
+  repeats: int = 10, m: int = 2048, k: int = 512, n: int = 2048, dtype: str = "float32"
+) -> dict:
+  """This machine's matrix-multiply rate, the ceiling of any step made of matrix products.
 
-  Times `[m, k] @ [k, n]` (T5-small's MLP shape) in jax (jitted) and in PyTorch; the best of
-  `repeats` runs each.
+  Times `[m, k] @ [k, n]` (by default T5-small's MLP shape) in jax (jitted, on its default device)
+  and in PyTorch (on the GPU when it has one, else the CPU); the best of `repeats` runs each.
+
+  Args:
+    repeats: timed products per framework (after one untimed one).
+    m, k, n: the product's shape.
+    dtype: "float32" or "bfloat16" (the inputs and the product).
 
   Returns:
     `{"jax": GFLOP/s, "torch": GFLOP/s}` (torch omitted when it is not installed).
@@ -114,14 +143,21 @@ def matmul_peak_gflops(repeats: int = 10, m: int = 2048, k: int = 512, n: int = 
   a = np.random.default_rng(0).normal(size=(m, k)).astype(np.float32)
   b = np.random.default_rng(1).normal(size=(k, n)).astype(np.float32)
   product = jax.jit(jnp.matmul)
-  ja, jb = jax.device_put(a), jax.device_put(b)
+  ja, jb = (jax.device_put(x).astype(jnp.dtype(dtype)) for x in (a, b))
   jax.block_until_ready(product(ja, jb))
   out = {"jax": flops / min(timed(lambda: jax.block_until_ready(product(ja, jb)), repeats)) / 1e9}
   try:
     import torch
   except ImportError:
     return out
-  ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-  ta @ tb
-  out["torch"] = flops / min(timed(lambda: ta @ tb, repeats)) / 1e9
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  ta, tb = (torch.from_numpy(x).to(device, getattr(torch, dtype)) for x in (a, b))
+
+  def torch_product():
+    ta @ tb
+    if device == "cuda":
+      torch.cuda.synchronize()  # kernels are asynchronous: time their completion
+
+  torch_product()
+  out["torch"] = flops / min(timed(torch_product, repeats)) / 1e9
   return out

@@ -1,19 +1,29 @@
 """Prompt-tuning step throughput: robust_prompt (JAX) vs Hugging Face PEFT (PyTorch), same setup.
 
-A T5-small-sized model with RANDOM weights is created with `transformers`, saved, and loaded into
-robust_prompt with `load_model`, so both frameworks train a prompt in front of identical frozen
-weights. Both take the same token ids (MMLU test questions rendered with their options, the
-correct option's text as the target, padded to the same static shapes), the same prompt length,
-batch size, optimizer (Adam, lr 0.3) and CPU threads, with cross-entropy only (plain prompt
-tuning: `LossConfig()` on our side, `labels=` on PEFT's).
+A model with RANDOM weights is created with `transformers`, saved, and loaded into robust_prompt
+with `load_model`, so both frameworks train a prompt in front of identical frozen weights.
+`--family t5` (default) is a T5-small-sized encoder-decoder; `--family decoder` the ~100M Llama
+of `eval_throughput.py` (`--size llama-100m`; its 32,000-piece tokenizer). Both sides take the
+same token ids (MMLU test questions rendered with their options, the first option's text as the
+target, padded to the same static shapes), the same prompt length, batch size, optimizer (Adam,
+lr 0.3) and CPU threads, with cross-entropy on the target only (plain prompt tuning:
+`LossConfig()`, i.e. lambda_sim = lambda_kl = 0, on our side).
 
 Timed (warm: after one untimed step that compiles / allocates):
   ours   `robust_prompt.train.step.make_train_step`: one jitted step (forward, backward to the
          prompt only, Adam update), state donated, blocked on every step.
-  peft   `peft.get_peft_model(model, PromptTuningConfig(task_type=SEQ_2_SEQ_LM))`:
+  peft   `peft.get_peft_model(model, PromptTuningConfig(task_type=...))`:
          `loss.backward()` + `torch.optim.Adam.step()` + `zero_grad()`.
+         - t5 (SEQ_2_SEQ_LM): the loss is HF's `labels=` cross-entropy (the mean over target
+           tokens; ours is the mean over rows of each row's token mean: same cost).
+         - decoder (CAUSAL_LM): each row is its context followed by its target, right-padded to
+           T + S; PEFT puts the P virtual tokens in front (ours: after BOS). The loss is OUR
+           definition computed from PEFT's logits (per-row mean cross-entropy of the target
+           tokens, mean over rows); HF computes logits at every position, as a causal-LM
+           training step does, ours only at the S target positions.
 
-Usage: python benchmarks/train_throughput.py [--steps 10] [--batch_size 8] [--prompt_length 20]
+Usage: python benchmarks/train_throughput.py [--family t5|decoder] [--steps 10] [--batch_size 8]
+  [--prompt_length 20]
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import pathlib
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
@@ -33,11 +44,26 @@ from benchmarks.common import (  # noqa: E402
   matmul_peak_gflops,
   mmlu_questions,
 )
+from benchmarks.eval_throughput import DECODER_SIZES, make_hf_decoder  # noqa: E402
 from benchmarks.score_throughput import make_hf_model  # noqa: E402
+
+DEFAULT_SIZE = {"t5": "t5-small", "decoder": "llama-100m"}
+
+
+def _grouped(batch: dict, batch_size: int) -> dict:
+  """Adds the grouping fields of plain prompt tuning: every row its own group and an anchor."""
+  import numpy as np
+
+  return {
+    **batch,
+    "group_ids": np.arange(batch_size, dtype=np.int32),
+    "is_anchor": np.ones(batch_size, np.int32),
+    "answer": np.full(batch_size, -1, np.int32),
+  }
 
 
 def make_batches(tokenizer, num_batches, batch_size, max_input_length, max_target_length):
-  """Token ids (numpy, int32) of MMLU questions: inputs + correct option text as the target."""
+  """T5: token ids (numpy, int32) of MMLU questions: inputs + first option text as the target."""
   import numpy as np
 
   questions = mmlu_questions(num_batches * batch_size)
@@ -57,33 +83,53 @@ def make_batches(tokenizer, num_batches, batch_size, max_input_length, max_targe
   for b in range(num_batches):
     rows = slice(b * batch_size, (b + 1) * batch_size)
     batches.append(
-      {
-        "input_ids": enc["input_ids"][rows].astype(np.int32),
-        "input_mask": enc["attention_mask"][rows].astype(np.int32),
-        "target_ids": tgt["input_ids"][rows].astype(np.int32),
-        "target_mask": tgt["attention_mask"][rows].astype(np.int32),
-        # Plain prompt tuning: every row its own group, every row an anchor (unused terms).
-        "group_ids": np.arange(batch_size, dtype=np.int32),
-        "is_anchor": np.ones(batch_size, np.int32),
-        "answer": np.full(batch_size, -1, np.int32),
-      }
+      _grouped(
+        {
+          "input_ids": enc["input_ids"][rows].astype(np.int32),
+          "input_mask": enc["attention_mask"][rows].astype(np.int32),
+          "target_ids": tgt["input_ids"][rows].astype(np.int32),
+          "target_mask": tgt["attention_mask"][rows].astype(np.int32),
+        },
+        batch_size,
+      )
     )
   return batches
 
 
-def run_ours(model_dir, batches, prompt_length, steps, lr):
+def make_decoder_batches(
+  model, vocab, num_batches, batch_size, max_input_length, max_target_length
+):
+  """Decoder: the contexts and targets as our training data tokenizes them (`GroupedData`:
+  `encode_inputs`, BOS + the context's last tokens; `encode_targets`, " " + target), padded."""
+  from robust_prompt import batching
+
+  questions = mmlu_questions(num_batches * batch_size)
+  inputs = model.encode_inputs(vocab, [q for q, _ in questions], max_input_length)
+  targets = model.encode_targets(vocab, [opts[0] for _, opts in questions], max_target_length)
+  batches = []
+  for b in range(num_batches):
+    rows = slice(b * batch_size, (b + 1) * batch_size)
+    ids, mask = batching.pad_batch(inputs[rows], max_input_length)
+    tids, tmask = batching.pad_batch(targets[rows], max_target_length)
+    batches.append(
+      _grouped(
+        {"input_ids": ids, "input_mask": mask, "target_ids": tids, "target_mask": tmask},
+        batch_size,
+      )
+    )
+  return batches
+
+
+def run_ours(loaded, mesh, batches, prompt_length, steps, lr):
   import jax
 
   from robust_prompt import partitioning
-  from robust_prompt.checkpoints.resolve import load_model
   from robust_prompt.model import prompted
   from robust_prompt.train import objective
   from robust_prompt.train import state as state_lib
   from robust_prompt.train.step import make_train_step
 
-  mesh = partitioning.make_mesh(1, 1, jax.devices()[:1])
   rules = partitioning.DEFAULT_RULES
-  loaded = load_model(str(model_dir), mesh=mesh)
   tx = state_lib.make_optimizer("adam", lr)
   state, shardings = state_lib.create_state(
     jax.random.PRNGKey(0), tx, prompt_length, loaded.config.d_model, None, mesh, rules
@@ -131,6 +177,23 @@ def step_flops(model, params, batch, prompt) -> float:
   return float(cost["flops"])
 
 
+def _peft_loop(model, optimizer, tensors, loss_fn, steps):
+  """One untimed step, then `steps` timed ones; returns (steps/s, last loss)."""
+
+  def one(t):
+    loss = loss_fn(t)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+  one(tensors[0])
+  start = time.perf_counter()
+  for i in range(steps):
+    loss = one(tensors[(i + 1) % len(tensors)])
+  return steps / (time.perf_counter() - start), loss
+
+
 def run_peft(model, batches, prompt_length, steps, lr):
   import peft
   import torch
@@ -149,25 +212,79 @@ def run_peft(model, batches, prompt_length, steps, lr):
     # HF ignores label positions set to -100 (padding), as our target_mask does.
     t["labels"] = torch.where(torch.from_numpy(b["target_mask"]) > 0, t["target_ids"], -100)
 
-  def one(t):
-    out = model(input_ids=t["input_ids"], attention_mask=t["input_mask"], labels=t["labels"])
-    out.loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return out.loss.item()
+  def loss_fn(t):
+    return model(input_ids=t["input_ids"], attention_mask=t["input_mask"], labels=t["labels"]).loss
 
-  one(tensors[0])
-  start = time.perf_counter()
-  for i in range(steps):
-    loss = one(tensors[(i + 1) % len(tensors)])
-  warm = time.perf_counter() - start
+  rate, loss = _peft_loop(model, optimizer, tensors, loss_fn, steps)
   trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-  return steps / warm, loss, trainable
+  return rate, loss, trainable
 
 
-def main(argv=None) -> int:
+def decoder_peft_tensors(batch: dict) -> dict:
+  """One causal-LM row per example: its context then its target, right-padded to T + S.
+
+  Returns torch tensors: `input_ids`, `attention_mask` `[B, T + S]` and `labels` (the target's
+  token ids where they are, -100 elsewhere).
+  """
+  import numpy as np
+  import torch
+
+  ids, mask = batch["input_ids"], batch["input_mask"]
+  tids, tmask = batch["target_ids"], batch["target_mask"]
+  b, t = ids.shape
+  width = t + tids.shape[1]
+  seq = np.zeros((b, width), np.int64)
+  att = np.zeros((b, width), np.int64)
+  labels = np.full((b, width), -100, np.int64)
+  for r in range(b):
+    x = ids[r, mask[r] > 0]
+    y = tids[r, tmask[r] > 0]
+    seq[r, : len(x) + len(y)] = np.concatenate([x, y])
+    att[r, : len(x) + len(y)] = 1
+    labels[r, len(x) : len(x) + len(y)] = y
+  return {
+    "input_ids": torch.from_numpy(seq),
+    "attention_mask": torch.from_numpy(att),
+    "labels": torch.from_numpy(labels),
+  }
+
+
+def run_peft_decoder(model, batches, prompt_length, steps, lr):
+  import peft
+  import torch
+
+  config = peft.PromptTuningConfig(
+    task_type=peft.TaskType.CAUSAL_LM, num_virtual_tokens=prompt_length
+  )
+  model = peft.get_peft_model(model, config)
+  model.train()  # no dropout in Llama's config: train mode costs nothing extra
+  optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+  tensors = [decoder_peft_tensors(b) for b in batches]
+
+  def loss_fn(t):
+    logits = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
+    logits = logits[:, prompt_length:]  # PEFT's virtual tokens come first
+    # Position j predicts token j + 1; our loss: each row's mean target-token CE, mean over rows.
+    labels = t["labels"][:, 1:]
+    keep = labels != -100
+    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = torch.gather(log_probs, 2, labels.clamp(min=0)[..., None])[..., 0]
+    per_row = -(picked * keep).sum(-1) / keep.sum(-1).clamp(min=1)
+    return per_row.mean()
+
+  rate, loss = _peft_loop(model, optimizer, tensors, loss_fn, steps)
+  trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+  return rate, loss, trainable
+
+
+def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--size", choices=sorted(HF_SIZES), default="t5-small")
+  parser.add_argument("--family", choices=("t5", "decoder"), default="t5")
+  parser.add_argument(
+    "--size",
+    choices=sorted(HF_SIZES) + sorted(DECODER_SIZES),
+    help=f"architecture (default {DEFAULT_SIZE})",
+  )
   parser.add_argument("--steps", type=int, default=10, help="timed steps (after one warm-up)")
   parser.add_argument("--batch_size", type=int, default=8)
   parser.add_argument("--prompt_length", type=int, default=20)
@@ -175,30 +292,63 @@ def main(argv=None) -> int:
   parser.add_argument("--max_target_length", type=int, default=16)
   parser.add_argument("--lr", type=float, default=0.3)
   args = parser.parse_args(argv)
+  size = args.size or DEFAULT_SIZE[args.family]
+  if (size in DECODER_SIZES) != (args.family == "decoder"):
+    parser.error(f"--size {size} is not a {args.family} architecture")
   threads = cpu_threads()
+  import jax
   import torch
   import transformers
+
+  from robust_prompt import partitioning
+  from robust_prompt.checkpoints.resolve import load_model
+  from robust_prompt.model import prompted
 
   torch.set_num_threads(threads)
   if not SPIECE.is_file():
     raise SystemExit(f"needs the T5 SentencePiece model at {SPIECE} (../shared)")
+  mesh = partitioning.make_mesh(1, 1, jax.devices()[:1])
   with tempfile.TemporaryDirectory() as tmp:
     model_dir = pathlib.Path(tmp)
-    hf_model = make_hf_model(model_dir, args.size, seed=0)
-    tokenizer = transformers.T5TokenizerFast.from_pretrained(model_dir)
-    batches = make_batches(
-      tokenizer, 4, args.batch_size, args.max_input_length, args.max_target_length
-    )
+    if args.family == "t5":
+      hf_model = make_hf_model(model_dir, size, seed=0)
+      tokenizer = transformers.T5TokenizerFast.from_pretrained(model_dir)
+      loaded = load_model(str(model_dir), mesh=mesh)
+      batches = make_batches(
+        tokenizer, 4, args.batch_size, args.max_input_length, args.max_target_length
+      )
+    else:
+      hf_model, _ = make_hf_decoder(model_dir, size, seed=0)
+      loaded = load_model(str(model_dir), mesh=mesh)
+      batches = make_decoder_batches(
+        prompted.for_config(loaded.config),
+        loaded.vocab,
+        4,
+        args.batch_size,
+        args.max_input_length,
+        args.max_target_length,
+      )
     ours, cold, our_loss, flops = run_ours(
-      model_dir, batches, args.prompt_length, args.steps, args.lr
+      loaded, mesh, batches, args.prompt_length, args.steps, args.lr
     )
-    theirs, their_loss, trainable = run_peft(
+    del loaded
+    peft_fn = run_peft if args.family == "t5" else run_peft_decoder
+    theirs, their_loss, trainable = peft_fn(
       hf_model, batches, args.prompt_length, args.steps, args.lr
     )
+  real_slots = sum(int(b["input_mask"].sum()) for b in batches)
+  real_in = real_slots / sum(b["input_mask"].size for b in batches)
   print(
-    f"{args.size} (random weights), batch {args.batch_size} x input {args.max_input_length} / "
-    f"target {args.max_target_length} tokens, prompt {args.prompt_length} vectors "
-    f"({trainable} trainable values), {threads} CPU threads, {args.steps} timed steps"
+    f"{size} (random weights, {sum(p.numel() for p in hf_model.parameters()) / 1e6:.1f}M "
+    f"parameters), batch {args.batch_size} x input {args.max_input_length} / "
+    f"target {args.max_target_length} tokens ({real_in:.0%} of input slots real), prompt "
+    f"{args.prompt_length} vectors ({trainable} trainable values), {threads} CPU threads, "
+    f"{args.steps} timed steps"
+  )
+  print(
+    "losses on (ours): cross-entropy on the target only (LossConfig(): lambda_sim 0, "
+    "lambda_kl 0); PEFT: "
+    + ("HF's labels= cross-entropy" if args.family == "t5" else "the same per-row mean CE")
   )
   print(
     f"  ours (JAX, jitted step)    {ours:7.3f} steps/s  (first step incl. compile {cold:.1f}s, loss {our_loss:.3f})"
