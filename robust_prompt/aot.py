@@ -7,6 +7,11 @@ on that mesh, and `compiled.memory_analysis()` gives each device's argument / te
 bytes. On a machine without the accelerators, fake CPU devices stand in (the partitioning and the
 per-device shapes are the same; only the backend's fusion and memory planning differ).
 
+The train step is compiled under the config's rematerialisation policy (`remat_policy`,
+`model/remat.py`); `compare_remat` compiles it again under other policies, so that one report
+shows the per-device peak with and without recomputation. The eval step is never differentiated,
+so remat does not change it.
+
 The command-line front end (gin model files, `--mesh`) is `robust_prompt/cli/aot.py`.
 """
 
@@ -25,11 +30,18 @@ from flax.core import meta
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from robust_prompt import multihost, partitioning
-from robust_prompt.model import prompted
+from robust_prompt.model import prompted, remat
 from robust_prompt.model.prompted import PromptedModel
 
 STEPS = ("train", "eval")
 GIB = 1024**3
+
+# XLA:CPU expands `jax.checkpoint`'s optimization barriers early in its pipeline, after which CSE
+# merges the backward pass's recomputation back into the forward pass: a rematerialised step
+# would then measure as if nothing were rematerialised (checked: XXL widths, 4+4 layers, "full"
+# 9.98 -> 4.18 GiB per device with the barriers kept). The accelerators keep them, so for fake CPU
+# devices the barriers stay until code generation, which handles them as no-ops.
+CPU_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +83,11 @@ class ParamMemory:
 
 @dataclasses.dataclass(frozen=True)
 class StepReport:
-  """What compiling one step produced (bytes are per device, from `memory_analysis()`)."""
+  """What compiling one step produced (bytes are per device, from `memory_analysis()`).
+
+  `remat_policy` is the policy the step was compiled under; None for steps that are not
+  differentiated (eval), where it changes nothing.
+  """
 
   name: str
   lower_seconds: float
@@ -80,6 +96,7 @@ class StepReport:
   output_bytes: int | None
   temp_bytes: int | None
   alias_bytes: int | None
+  remat_policy: str | None = None
 
   @property
   def peak_bytes(self) -> int | None:
@@ -229,10 +246,19 @@ def lower_eval_step(
     return step.lower(params, prompt, batch)
 
 
-def compile_step(name: str, lowered: jax.stages.Lowered, lower_seconds: float = 0.0) -> StepReport:
-  """Compiles a lowered step and reads its per-device memory analysis (None where unavailable)."""
+def compile_step(
+  name: str,
+  lowered: jax.stages.Lowered,
+  lower_seconds: float = 0.0,
+  remat_policy: str | None = None,
+  compiler_options: dict[str, str] | None = None,
+) -> StepReport:
+  """Compiles a lowered step and reads its per-device memory analysis (None where unavailable).
+
+  `compiler_options` are XLA debug options for this compile (see `CPU_COMPILER_OPTIONS`).
+  """
   t0 = time.perf_counter()
-  compiled = lowered.compile()
+  compiled = lowered.compile(compiler_options)
   seconds = time.perf_counter() - t0
   try:
     stats = compiled.memory_analysis()
@@ -251,6 +277,7 @@ def compile_step(name: str, lowered: jax.stages.Lowered, lower_seconds: float = 
     field("output_size_in_bytes"),
     field("temp_size_in_bytes"),
     field("alias_size_in_bytes"),
+    remat_policy,
   )
 
 
@@ -264,29 +291,68 @@ def run_check(
   tx=None,
   loss_config=None,
   score_mode: str = "sum",
+  compare_remat: Sequence[str] = (),
 ) -> AotReport:
   """Lowers and compiles the requested steps for `config` on `mesh`; nothing is allocated.
 
+  Args:
+    compare_remat: further remat policies to compile the train step under (beside
+      `config.remat_policy`, which comes first); each adds a "train" `StepReport`. Policies equal
+      to the config's, and all of them when "train" is not in `steps`, are skipped.
+
   Raises:
-    ValueError: an unknown step name, or a batch the data axis does not divide.
+    ValueError: an unknown step name or remat policy, or a batch the data axis does not divide.
   """
   unknown = sorted(set(steps) - set(STEPS))
   if unknown:
     raise ValueError(f"unknown step(s) {unknown}; choose from {STEPS}")
+  extra = []
+  for policy in compare_remat:
+    remat.check_policy(policy, "compare_remat")
+    if policy != config.remat_policy and policy not in extra:
+      extra.append(policy)
   model = prompted.for_config(config)
+  # Parameters do not depend on the remat policy: one abstract tree serves every variant.
   abstract = abstract_params(model, mesh, rules)
+  platform = mesh.devices.flat[0].platform
+  options = CPU_COMPILER_OPTIONS if platform == "cpu" else None
   reports = []
   for name in steps:
-    t0 = time.perf_counter()
-    if name == "train":
-      lowered = lower_train_step(
-        model, mesh, shapes, rules, tx=tx, loss_config=loss_config, params=abstract
-      )
-    else:
-      lowered = lower_eval_step(model, mesh, shapes, rules, score_mode=score_mode, params=abstract)
-    reports.append(compile_step(name, lowered, time.perf_counter() - t0))
-  platform = mesh.devices.flat[0].platform
+    variants = [config.remat_policy, *extra] if name == "train" else [None]
+    for policy in variants:
+      t0 = time.perf_counter()
+      if name == "train":
+        variant = model
+        if policy != config.remat_policy:
+          variant = prompted.for_config(config.replace(remat_policy=policy))
+        lowered = lower_train_step(
+          variant, mesh, shapes, rules, tx=tx, loss_config=loss_config, params=abstract
+        )
+      else:
+        lowered = lower_eval_step(
+          model, mesh, shapes, rules, score_mode=score_mode, params=abstract
+        )
+      reports.append(compile_step(name, lowered, time.perf_counter() - t0, policy, options))
   return AotReport(config, dict(mesh.shape), platform, param_memory(abstract), tuple(reports))
+
+
+def remat_comparison(report: AotReport) -> str | None:
+  """One line comparing the train step's peak per device under each compiled remat policy.
+
+  None when the train step was compiled under one policy only.
+  """
+  train = [s for s in report.steps if s.name == "train" and s.peak_bytes is not None]
+  if len(train) < 2:
+    return None
+  base = next((s for s in train if s.remat_policy == "none"), None)
+  parts = []
+  for s in train:
+    part = f"{s.remat_policy} {_gib(s.peak_bytes)}"
+    if base is not None and s is not base and base.peak_bytes:
+      part += f" ({s.peak_bytes / base.peak_bytes - 1:+.0%})"
+    parts.append(part)
+  configured = report.config.remat_policy
+  return f"train peak GiB per device by remat policy: {', '.join(parts)} (configured: {configured})"
 
 
 def _gib(n: int | None) -> str:
@@ -308,23 +374,28 @@ def format_report(report: AotReport, device_memory_gib: float | None = None) -> 
   lines = [
     f"model: {type(c).__name__} d_model={c.d_model} d_ff={c.d_ff} heads={c.num_heads}x"
     f"{c.head_dim} layers={_layers(c)} vocab={c.vocab_size} "
-    f"params={p.num_params / 1e9:.2f}B ({c.param_dtype}, activations {c.dtype})",
+    f"params={p.num_params / 1e9:.2f}B ({c.param_dtype}, activations {c.dtype}, "
+    f"remat {c.remat_policy})",
     f"mesh: {mesh} ({n_dev} {report.platform} devices)",
     f"parameters: {_gib(p.total_bytes)} GiB on one device -> {_gib(p.per_device_bytes)} GiB per "
     f"device sharded ({p.total_bytes / max(p.per_device_bytes, 1):.1f}x less)",
     "",
-    "step   lower_s  compile_s  args_GiB  temp_GiB  out_GiB  peak_GiB"
+    "step   remat  lower_s  compile_s  args_GiB  temp_GiB  out_GiB  peak_GiB"
     + ("  fits" if device_memory_gib else ""),
   ]
   for s in report.steps:
     row = (
-      f"{s.name:<6} {s.lower_seconds:7.1f}  {s.compile_seconds:9.1f}  {_gib(s.argument_bytes):>8}  {_gib(s.temp_bytes):>8}  "
+      f"{s.name:<6} {s.remat_policy or '-':<5}  {s.lower_seconds:7.1f}  {s.compile_seconds:9.1f}  "
+      f"{_gib(s.argument_bytes):>8}  {_gib(s.temp_bytes):>8}  "
       f"{_gib(s.output_bytes):>7}  {_gib(s.peak_bytes):>8}"
     )
     if device_memory_gib:
       peak = s.peak_bytes
       row += "  " + ("?" if peak is None else "yes" if peak <= device_memory_gib * GIB else "NO")
     lines.append(row)
+  comparison = remat_comparison(report)
+  if comparison:
+    lines.append(comparison)
   if device_memory_gib:
     one = "yes" if p.total_bytes <= device_memory_gib * GIB else "NO"
     lines.append(f"unsharded parameters alone fit one {device_memory_gib:g} GiB device: {one}")

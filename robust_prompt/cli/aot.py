@@ -7,6 +7,15 @@ per-device argument / temporary / output bytes of `compiled.memory_analysis()`. 
 loaded or allocated (abstract shapes only, see `robust_prompt/aot.py`). By default the mesh is made
 of fake CPU devices (as many as it needs), so this runs on a laptop; `--real_devices` compiles for
 the accelerators of the machine instead (e.g. on one TPU VM host, for exact memory figures).
+
+The train step is compiled under the model config's rematerialisation policy (gin
+`T5Config.remat_policy` / `DecoderConfig.remat_policy`, or --remat_policy): "none" keeps every
+activation for the backward pass, "full" recomputes each layer from its input, "dots" keeps only
+the projections' matmul outputs. --compare_remat compiles the train step again under the other
+policies and prints their peaks side by side, e.g. the saving of the XXL training configuration:
+
+    python -m robust_prompt.cli.aot --gin_file experiments/train_alignment_prompt_flan_t5_xxl.gin \
+      --mesh data=2,model=8 --groups 8 --num_microbatches 1 --compare_remat
 """
 
 from __future__ import annotations
@@ -55,6 +64,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   )
   parser.add_argument(
     "--device_memory_gib", type=float, default=None, help="say whether each step fits this size"
+  )
+  parser.add_argument(
+    "--remat_policy",
+    default=None,
+    help="rematerialisation of the train step's layers: none, full or dots (default: the gin "
+    "model config's remat_policy, else none)",
+  )
+  parser.add_argument(
+    "--compare_remat",
+    action="store_true",
+    help="also compile the train step under the other remat policies (none, full, dots) and "
+    "print each one's peak per device beside the configured one's (one more compile each)",
   )
   parser.add_argument("--json", default=None, help="also write the report as JSON to this path")
 
@@ -134,7 +155,13 @@ def run(args: argparse.Namespace) -> int:
       "--real_devices to use fake CPU devices)"
     ) from e
   from robust_prompt.cli import train as train_cli
+  from robust_prompt.model import remat
 
+  if args.remat_policy is not None:
+    try:
+      config = config.replace(remat_policy=remat.check_policy(args.remat_policy, "--remat_policy"))
+    except ValueError as e:
+      raise UserError(str(e)) from e
   tx, _ = train_cli._call("optimizer")
   loss_config = train_cli._call("losses")
   shapes = aot.StepShapes(**_sizes(args))
@@ -142,7 +169,14 @@ def run(args: argparse.Namespace) -> int:
   score_mode = args.score_mode or train_cli._gin_value("evaluate.score_mode", "sum")
   try:
     report = aot.run_check(
-      config, mesh, shapes, steps=steps, tx=tx, loss_config=loss_config, score_mode=score_mode
+      config,
+      mesh,
+      shapes,
+      steps=steps,
+      tx=tx,
+      loss_config=loss_config,
+      score_mode=score_mode,
+      compare_remat=remat.POLICIES if args.compare_remat else (),
     )
   except ValueError as e:
     raise UserError(str(e)) from e

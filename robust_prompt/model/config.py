@@ -6,9 +6,11 @@ import dataclasses
 import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
+
+from robust_prompt.model import remat
 
 # Activations of the feed-forward block. HF runs "gated-gelu" with `gelu_new` (the tanh
 # approximation), which is also what T5X/Flax use, so "gelu" inside a gated MLP means tanh-GELU.
@@ -18,6 +20,10 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 
 class JsonConfig:
   """Our JSON form of a frozen config dataclass (shared by the model families' configs)."""
+
+  # Options of a run rather than of the model (the numbers do not depend on them): checkpoints
+  # leave them out (`to_json(runtime=False)`), so a run's gin decides them, not the weights.
+  RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("remat_policy",)
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -30,9 +36,19 @@ class JsonConfig:
       raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(names)}")
     return cls(**d)
 
-  def to_json(self, path: str | os.PathLike | None = None) -> str:
-    """Returns the JSON text of the config; also writes it to `path` when given."""
-    text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+  def to_json(self, path: str | os.PathLike | None = None, *, runtime: bool = True) -> str:
+    """Returns the JSON text of the config; also writes it to `path` when given.
+
+    Args:
+      path: where to write it (None: only return it).
+      runtime: include `RUNTIME_FIELDS` (False for what a checkpoint stores; reading it back
+        gives their defaults).
+    """
+    d = self.to_dict()
+    if not runtime:
+      for name in self.RUNTIME_FIELDS:
+        d.pop(name, None)
+    text = json.dumps(d, indent=2, sort_keys=True) + "\n"
     if path is not None:
       with open(path, "w") as f:
         f.write(text)
@@ -46,6 +62,9 @@ class T5Config(JsonConfig):
   `tie_word_embeddings=True` is the T5 1.0 layout: the output layer is the token embedding and the
   decoder output is scaled by `d_model**-0.5` first. `False` (T5 1.1 / Flan-T5 / T0) has a separate
   `decoder/logits_dense` kernel and no rescaling.
+
+  `dtype`, `param_dtype` and `remat_policy` are not architecture: activation and parameter dtypes,
+  and what each layer keeps for the backward pass ("none", "full", "dots"; `model/remat.py`).
   """
 
   vocab_size: int = 32128
@@ -65,8 +84,11 @@ class T5Config(JsonConfig):
   pad_token_id: int = 0
   eos_token_id: int = 1
   decoder_start_token_id: int = 0
+  # Runtime option, not architecture: rematerialisation of each layer (model/remat.py).
+  remat_policy: str = remat.DEFAULT_POLICY
 
   def __post_init__(self):
+    remat.check_policy(self.remat_policy, "T5Config.remat_policy")
     if self.feed_forward_proj not in FEED_FORWARD_PROJS:
       raise ValueError(
         f"T5Config.feed_forward_proj={self.feed_forward_proj!r} is not supported; "

@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from robust_prompt.model import rope
+from robust_prompt.model import remat, rope
 from robust_prompt.model.attention import mask_to_bias
 from robust_prompt.model.decoder_config import DecoderConfig
 from robust_prompt.model.layers import (
@@ -231,7 +231,9 @@ class Decoder(nn.Module):
     self.token_embedder = Embed(
       cfg.vocab_size, cfg.d_model, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype
     )
-    self.layers = [DecoderLayer(cfg) for _ in range(cfg.num_layers)]
+    # Rematerialised under `cfg.remat_policy` (same parameters; see model/remat.py).
+    layer_cls = remat.remat_layer(DecoderLayer, cfg.remat_policy)
+    self.layers = [layer_cls(cfg) for _ in range(cfg.num_layers)]
     self.decoder_norm = _norm(cfg)
     if not cfg.tie_word_embeddings:
       self.logits_dense = Dense(

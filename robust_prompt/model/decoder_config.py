@@ -16,6 +16,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from robust_prompt.model import remat
 from robust_prompt.model.config import JsonConfig
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
@@ -50,6 +51,8 @@ class DecoderConfig(JsonConfig):
     eos_token_id: the EOS that ends a greedy decode; extra_eos_token_ids: further ids that do
       (Llama 3 instruct's `<|eot_id|>`).
     pad_token_id: written after EOS by greedy decoding (the checkpoint's pad id, else EOS).
+    remat_policy: a runtime option, not architecture: rematerialisation of each layer in the
+      backward pass, "none", "full" or "dots" (model/remat.py); checkpoints do not store it.
   """
 
   model_type: str = "llama"
@@ -78,8 +81,10 @@ class DecoderConfig(JsonConfig):
   eos_token_id: int = 2
   extra_eos_token_ids: tuple[int, ...] = ()
   pad_token_id: int = 2
+  remat_policy: str = remat.DEFAULT_POLICY
 
   def __post_init__(self):
+    remat.check_policy(self.remat_policy, "DecoderConfig.remat_policy")
     if self.model_type not in MODEL_TYPES:
       raise ValueError(
         f"DecoderConfig.model_type={self.model_type!r} is not supported; use one of {MODEL_TYPES}"

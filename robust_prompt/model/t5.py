@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from robust_prompt.model import remat
 from robust_prompt.model.attention import MultiHeadAttention, RelativePositionBiases, mask_to_bias
 from robust_prompt.model.config import T5Config
 from robust_prompt.model.layers import Dense, Embed, MlpBlock, RMSNorm, constrain
@@ -61,6 +62,31 @@ def _relpos(cfg: T5Config, bidirectional: bool) -> RelativePositionBiases:
     param_dtype=cfg.jnp_param_dtype,
     name="relpos_bias",
   )
+
+
+@jax.custom_vjp
+def _fork(x: Array) -> tuple[Array, Array]:
+  """`(x, x)`: one copy for a decoder layer, one for the layers after it (identity forward).
+
+  Its backward pass sums the two cotangents behind an optimization barrier, so that the
+  gradient of the encoder output is accumulated layer by layer. Were `encoded` read directly by
+  every layer, XLA would sum its `2 L` contributions (cross-attention's two products per layer)
+  in one fusion at the end of the backward pass, all of them live at once: 48 x [B, T, H] for
+  XXL, more than all rematerialised layer inputs together (benchmarks/README.md, issue 15).
+  """
+  return x, x
+
+
+def _fork_fwd(x: Array) -> tuple[tuple[Array, Array], None]:
+  return (x, x), None
+
+
+def _fork_bwd(_, cotangents: tuple[Array, Array]) -> tuple[Array]:
+  here, later = cotangents
+  return (jax.lax.optimization_barrier(here + later),)
+
+
+_fork.defvjp(_fork_fwd, _fork_bwd)
 
 
 class EncoderLayer(nn.Module):
@@ -132,8 +158,9 @@ class Encoder(nn.Module):
     t = x.shape[1]
     position_bias = _relpos(cfg, bidirectional=True)(t, t)
     mask_bias = mask_to_bias(mask)[:, None, None, :]  # [B, 1, 1, T]
+    layer_cls = remat.remat_layer(EncoderLayer, cfg.remat_policy)
     for i in range(cfg.num_encoder_layers):
-      x = EncoderLayer(cfg, name=f"layers_{i}")(x, position_bias, mask_bias)
+      x = layer_cls(cfg, name=f"layers_{i}")(x, position_bias, mask_bias)
     return constrain(_norm(cfg, "encoder_norm")(x), _ACT_AXES)
 
 
@@ -191,17 +218,27 @@ class Decoder(nn.Module):
       if decoder_mask is not None:
         causal = causal & decoder_mask.astype(bool)[:, None, None, :]
       self_mask_bias = mask_to_bias(causal)
+    if decode:
+      # Incremental decoding is never differentiated, and its Python flags steer tracing (a
+      # rematerialised layer would trace them): the plain layer.
+      layer_cls = DecoderLayer
+      decode_args = dict(decode=True, decode_position=pos, max_decode_len=max_decode_len)
+    else:
+      layer_cls = remat.remat_layer(DecoderLayer, cfg.remat_policy)
+      decode_args = {}
+    rest = encoded
     for i in range(cfg.num_decoder_layers):
-      x = DecoderLayer(cfg, name=f"layers_{i}")(
+      layer_encoded = rest
+      if not decode and rest is not None:
+        layer_encoded, rest = _fork(rest)  # see `_fork`: accumulates d(encoded) layer by layer
+      x = layer_cls(cfg, name=f"layers_{i}")(
         x,
-        encoded,
+        layer_encoded,
         position_bias,
         self_mask_bias,
         cross_mask_bias,
-        decode=decode,
-        decode_position=pos,
-        max_decode_len=max_decode_len,
         encoder_index=encoder_index,
+        **decode_args,
       )
     x = _norm(cfg, "decoder_norm")(x)
     if cfg.tie_word_embeddings:
