@@ -13,9 +13,15 @@ Batches are dicts of arrays (shape letters: docs/design.md):
 | `option_ids`, `option_mask` | `[B, O, S]` | `option_log_probs` (a dummy option is all-0 mask) |
 | `target_ids`, `target_mask` | `[B, S]` | `logits` (one target per input) |
 | `target_ids`, `target_mask`, `target_index` | `[R, S]`, `[R]` | `target_scores`: target r of input `target_index[r]` |
+| `prefix_ids` (optional) | `[B, T_s]` | `context`: the leading tokens every real row shares (each row a copy), run once; its static length `T_s` is the family's choice (`with_shared_prefix`) |
 
 Token conventions (what `encode_*` produce) belong to the family: T5 appends EOS to inputs and
 targets; a decoder-only model puts BOS first and scores continuations of the context.
+
+`with_shared_prefix(batch, P)` (host side, numpy) adds `prefix_ids` where the family can run a prefix
+shared by all rows once (decoder-only: the keys and values of BOS, the soft prompt and a shared
+instruction); T5 returns the batch unchanged (its encoder is bidirectional). A batch without the
+key is always valid, so callers that do not call it (training) get the plain pass.
 
 `context(params, prompt, batch)` runs the input once (T5: the encoder; decoder-only: the context
 pass). Every method takes an optional `context=` so that a caller needing several outputs of one
@@ -84,6 +90,15 @@ class PromptedModel(abc.ABC):
   @abc.abstractmethod
   def encode_targets(self, vocab, targets: Sequence[str], max_length: int) -> list[list[int]]:
     """Token ids of target strings (CE targets, `target_scores`)."""
+
+  def with_shared_prefix(self, batch: Batch, prompt_length: int = 0) -> Batch:
+    """Host side: `batch` plus `prefix_ids [B, T_s]` where the family runs a shared prefix once.
+
+    `prompt_length` is P of the soft prompt the batch will run with (0: none). Results are the
+    same with and without the key (up to float rounding). Default: `batch` unchanged.
+    """
+    del prompt_length
+    return batch
 
   # -- device side: the operations ---------------------------------------------------------------
 

@@ -22,6 +22,20 @@ ONE row (`option_layout.shared_start_layout`'s chains, without its start positio
 context's last position here), each option token seeing the context and its own option's earlier
 tokens only; the first token of every option is scored off the context's last logits, computed
 once. Greedy decoding writes into a KV cache after the context.
+
+A prefix shared by every row of a batch runs once (`with_shared_prefix`, host side, then
+`context`): BOS, the soft prompt after it, a prompt format's header and, in a batch of one
+instruction's inputs, the instruction's text before its first placeholder are the same in every row
+(the eval engine's batches mix a task's instructions, so mostly the first three; measured in
+benchmarks/shared_prefix.py). `with_shared_prefix` takes the longest common token prefix of the
+real rows (each row keeping at least one token of its own, so that its last logits stay its own),
+rounds it down to `shared_prefix_buckets` (16, 24, 32, ...: each length is one more compiled shape)
+and adds it to the batch as `prefix_ids [B, T_s]`; with a soft prompt of at least 16 vectors the
+first token alone is shared too. `context` then runs `T_s + P` shared positions at batch 1 and each
+row's `T - T_s` own tokens attending to their keys and values (positions continue after them), and
+concatenates the two into the usual whole-context arrays (the broadcast copies cost memory, not
+FLOPs), so every method reads the same `DecoderContext`. A batch without `prefix_ids` (training:
+paraphrases share only BOS) takes the plain pass.
 """
 
 from __future__ import annotations
@@ -50,6 +64,13 @@ from robust_prompt.model.decoder_config import DecoderConfig
 Array = jax.Array
 
 OPTION_ENCODINGS = ("continuation", "standalone")
+
+# The lengths a shared prefix is rounded down to (`PromptedDecoder.shared_prefix_length`), each
+# one more static shape of the eval step: nothing under 16 tokens (a few tokens in common by
+# chance would cost compilations, not save work), then steps of 8. On MMLU x 16 instructions this
+# shares as much as steps of 8 from 8 and compiles as few shapes as steps of 16
+# (benchmarks/shared_prefix.py).
+SHARED_PREFIX_BUCKETS = tuple(range(16, 4097, 8))
 
 
 class DecoderContext(NamedTuple):
@@ -96,6 +117,11 @@ class PromptedDecoder(prompted.PromptedModel):
       context; turn it off to decode after the text exactly as rendered.
     option_encoding: "continuation" (harness) or "standalone" (each option tokenized alone
       without the tokenizer's leading BOS, as the robustness study did for `greedy_prefix`).
+    shared_prefix_buckets: the lengths (ascending) that a batch's shared leading tokens are
+      rounded down to for `with_shared_prefix` (each a compiled shape); () turns it off.
+    min_shared_fraction: the shared positions (prefix and prompt) must be at least this share
+      of a row's `T + P` positions: below it, the extra compiled program costs more than the
+      positions it saves (MMLU in the raw format shares ~0.1%: benchmarks/README.md).
   """
 
   config: DecoderConfig
@@ -103,6 +129,8 @@ class PromptedDecoder(prompted.PromptedModel):
   append_eos: bool = False
   move_trailing_whitespace: bool = True
   option_encoding: str = "continuation"
+  shared_prefix_buckets: tuple[int, ...] = SHARED_PREFIX_BUCKETS
+  min_shared_fraction: float = 0.125
   family: ClassVar[str] = "decoder"
 
   def __post_init__(self):
@@ -194,26 +222,19 @@ class PromptedDecoder(prompted.PromptedModel):
   def _apply(self, params, *args, method, **kwargs):
     return self.module.apply({"params": params}, *args, method=method, **kwargs)
 
-  def _insert_prompt(self, prompt: Array, embeds: Array, mask: Array, input_ids: Array):
-    """Puts the `[P, H]` prompt after each row's BOS (at the front of a row without one).
+  def _prompt_layout(self, p: int, mask: Array, input_ids: Array) -> tuple[Array, Array, Array]:
+    """Where a `[P, H]` prompt goes: after each row's BOS (at the front of a row without one).
 
     Returns:
-      `(embeds [B, P+T, H], mask [B, P+T], is_prompt [B, P+T] bool)`.
+      `(mask [B, P+T], is_prompt [B, P+T] bool, has_bos [B] bool)`.
     """
-    b, t, h = embeds.shape
-    p = prompt.shape[0]
-    if prompt.ndim != 2 or prompt.shape[1] != h:
-      raise ValueError(f"prompt of shape {tuple(prompt.shape)} does not fit width {h}")
-    rows = jnp.broadcast_to(prompt.astype(embeds.dtype), (b, p, h))
-    ones = jnp.ones((b, p), mask.dtype)
+    b, t = mask.shape
     bos = self.config.bos_token_id
     if bos is None:
       has_bos = jnp.zeros((b,), bool)
     else:
       has_bos = (input_ids[:, 0] == bos) & (mask[:, 0] > 0)
-    front = jnp.concatenate([rows, embeds], axis=1)
-    after_bos = jnp.concatenate([embeds[:, :1], rows, embeds[:, 1:]], axis=1)
-    embeds = jnp.where(has_bos[:, None, None], after_bos, front)
+    ones = jnp.ones((b, p), mask.dtype)
     mask = jnp.where(
       has_bos[:, None],
       jnp.concatenate([mask[:, :1], ones, mask[:, 1:]], axis=1),
@@ -221,22 +242,106 @@ class PromptedDecoder(prompted.PromptedModel):
     )
     start = has_bos.astype(jnp.int32)[:, None]
     pos = jnp.arange(p + t)[None, :]
-    return embeds, mask, (pos >= start) & (pos < start + p)
+    return mask, (pos >= start) & (pos < start + p), has_bos
+
+  def _insert_prompt(self, prompt: Array, embeds: Array, mask: Array, input_ids: Array):
+    """Puts the `[P, H]` prompt after each row's BOS (at the front of a row without one).
+
+    Returns:
+      `(embeds [B, P+T, H], mask [B, P+T], is_prompt [B, P+T] bool)`.
+    """
+    b, _, h = embeds.shape
+    p = prompt.shape[0]
+    if prompt.ndim != 2 or prompt.shape[1] != h:
+      raise ValueError(f"prompt of shape {tuple(prompt.shape)} does not fit width {h}")
+    mask, is_prompt, has_bos = self._prompt_layout(p, mask, input_ids)
+    rows = jnp.broadcast_to(prompt.astype(embeds.dtype), (b, p, h))
+    front = jnp.concatenate([rows, embeds], axis=1)
+    after_bos = jnp.concatenate([embeds[:, :1], rows, embeds[:, 1:]], axis=1)
+    return jnp.where(has_bos[:, None, None], after_bos, front), mask, is_prompt
+
+  # -- the shared prefix -----------------------------------------------------------------------
+
+  def shared_prefix_length(
+    self, input_ids: np.ndarray, input_mask: np.ndarray, prompt_length: int = 0
+  ) -> int:
+    """Host side: how many leading tokens of a batch `context` may run once (0: none).
+
+    The longest prefix that every real row (mask not all 0) has, all of it real, with at least
+    one real token of the row after it (so that each row's last logits are its own), rounded
+    down to `shared_prefix_buckets` (a static shape each: few compilations). With a soft prompt
+    at least as long as the smallest bucket, the first token alone (BOS) is worth sharing too:
+    the shared positions are then BOS and the prompt.
+
+    Args:
+      input_ids, input_mask: `[B, T]` right-padded inputs (numpy).
+      prompt_length: P, the soft prompt's length (0: none).
+    """
+    buckets = tuple(self.shared_prefix_buckets)
+    if not buckets:
+      return 0
+    if prompt_length >= buckets[0]:
+      buckets = (1, *buckets)
+    ids, mask = np.asarray(input_ids), np.asarray(input_mask) > 0
+    real = mask.any(axis=1)
+    if not real.any():
+      return 0
+    ids, mask = ids[real], mask[real]
+    same = mask.all(axis=0) & (ids == ids[:1]).all(axis=0)
+    common = int(np.argmin(same)) if not same.all() else same.size
+    longest = min(common, int(mask.sum(axis=1).min()) - 1)
+    n = max((s for s in buckets if s <= longest), default=0)
+    if n and n + prompt_length < self.min_shared_fraction * (ids.shape[1] + prompt_length):
+      return 0
+    return n
+
+  def with_shared_prefix(self, batch: prompted.Batch, prompt_length: int = 0) -> prompted.Batch:
+    """`batch` plus `prefix_ids [B, T_s]` when its rows share `T_s > 0` leading tokens.
+
+    Every row of `prefix_ids` is the shared prefix (rows, so that it is placed along the batch
+    axis like every other key); `context` reads its first row and its static length.
+    """
+    ids = np.asarray(batch["input_ids"])
+    n = self.shared_prefix_length(ids, batch["input_mask"], prompt_length)
+    if not n:
+      return batch
+    first = int(np.argmax(np.asarray(batch["input_mask"]).any(axis=1)))
+    return {**batch, "prefix_ids": np.repeat(ids[first : first + 1, :n], ids.shape[0], axis=0)}
 
   def context(self, params, prompt, batch) -> DecoderContext:
-    """The context pass over `input_ids` (right-padded), the soft prompt after BOS."""
+    """The context pass over `input_ids` (right-padded), the soft prompt after BOS.
+
+    With `prefix_ids [B, T_s]` in the batch (`with_shared_prefix`), the shared positions (BOS,
+    the prompt, the other shared tokens) run once, at batch 1, and each row's own tokens attend
+    to their keys and values: the same context, computed with `T_s + P` positions fewer per row.
+    """
     input_ids = batch["input_ids"]
     mask = jnp.asarray(batch["input_mask"]).astype(jnp.int32)
-    embeds = self._apply(params, input_ids, method=Decoder.embed)
-    if prompt is None:
+    b, t = mask.shape
+    shared_ids = batch.get("prefix_ids")
+    n = 0 if shared_ids is None else shared_ids.shape[1]
+    if n >= t:
+      raise ValueError(f"prefix_ids of length {n} leave no own token in inputs of length {t}")
+    p = 0 if prompt is None else prompt.shape[0]
+    if n == 0:
+      embeds = self._apply(params, input_ids, method=Decoder.embed)
+      if prompt is None:
+        is_prompt = jnp.zeros(mask.shape, bool)
+      else:
+        embeds, mask, is_prompt = self._insert_prompt(prompt, embeds, mask, input_ids)
+    elif prompt is None:
       is_prompt = jnp.zeros(mask.shape, bool)
     else:
-      embeds, mask, is_prompt = self._insert_prompt(prompt, embeds, mask, input_ids)
-    b, c = mask.shape
+      mask, is_prompt, _ = self._prompt_layout(p, mask, input_ids)
+    c = mask.shape[1]
     check_window(self.config, c)
-    hidden, kv = self._apply(
-      params, embeds, positions_from_mask(mask), causal_mask_bias(mask), method=Decoder.run
-    )
+    positions, bias = positions_from_mask(mask), causal_mask_bias(mask)
+    if n == 0:
+      hidden, kv = self._apply(params, embeds, positions, bias, method=Decoder.run)
+    else:
+      hidden, kv = self._shared_prefix_pass(
+        params, prompt, shared_ids[:1], input_ids[:, n:], positions[:, n + p :], bias[:, :, n + p :]
+      )
     # The last real position (right padding: sum(mask) - 1; also right for other paddings).
     last = (c - 1 - jnp.argmax(mask[:, ::-1], axis=1)).astype(jnp.int32)
     last_hidden = hidden[jnp.arange(b), last][:, None]
@@ -250,6 +355,49 @@ class PromptedDecoder(prompted.PromptedModel):
       last_logits=last_logits,
       is_prompt=is_prompt,
     )
+
+  def _shared_prefix_pass(self, params, prompt, shared_ids, own_ids, own_positions, own_bias):
+    """The context pass with its first `T_s + P` positions (the same in every row) run once.
+
+    Args:
+      shared_ids: `[1, T_s]` the shared tokens (the prompt goes after their BOS).
+      own_ids: `[B, T - T_s]` each row's tokens after them.
+      own_positions: `[B, T - T_s]` their position ids.
+      own_bias: `[B, 1, T - T_s, C]` the full context's causal mask bias at their rows (the keys
+        are the shared positions, then the row's own, in context order).
+
+    Returns:
+      `(hidden [B, C, H], kv)` as the plain pass: the shared part broadcast over the rows.
+    """
+    embeds = self._apply(params, shared_ids, method=Decoder.embed)
+    ones = jnp.ones(shared_ids.shape, jnp.int32)
+    if prompt is not None:
+      embeds, _, _ = self._insert_prompt(prompt, embeds, ones, shared_ids)
+    width = embeds.shape[1]
+    shared_hidden, shared_kv = self._apply(
+      params,
+      embeds,
+      jnp.arange(width, dtype=jnp.int32)[None],
+      causal_mask_bias(jnp.ones((1, width), jnp.int32)),
+      method=Decoder.run,
+    )
+    b = own_ids.shape[0]
+    rows = lambda a: jnp.broadcast_to(a, (b, *a.shape[1:]))
+    shared_kv = jax.tree.map(rows, shared_kv)
+    own_hidden, own_kv = self._apply(
+      params,
+      self._apply(params, own_ids, method=Decoder.embed),
+      own_positions,
+      own_bias,
+      prefix=shared_kv,
+      method=Decoder.run,
+    )
+    # Whole-context arrays, so that every reader of DecoderContext stays as it is (memory only:
+    # the broadcast copies cost no FLOPs).
+    kv = jax.tree.map(
+      lambda a, o: jnp.concatenate([a, o.astype(a.dtype)], axis=1), shared_kv, own_kv
+    )
+    return jnp.concatenate([rows(shared_hidden), own_hidden], axis=1), kv
 
   def _continue(
     self,
