@@ -248,8 +248,8 @@ def test_wrong_vocabulary_for_the_model_is_rejected(hf_dir, tmp_path):
 
 def test_truncated_or_corrupt_safetensors_name_the_file(tmp_path, capsys):
   """A cut-off download is a one-line error naming the file, not a traceback or garbage."""
-  from robust_prompt.cli import main as cli_main
   from robust_prompt.checkpoints import hf
+  from robust_prompt.cli import main as cli_main
 
   model = make_tiny_hf_t5(tmp_path / "m", "t5_1_1", None)
   weights = model / "model.safetensors"

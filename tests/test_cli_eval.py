@@ -175,7 +175,10 @@ def test_soft_prompt_flag(tiny_model_dir, mmlu_dir, tmp_path, capsys):
     assert code == 0, err
   read = lambda out: [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]  # noqa: E731
   base, prompted = read(outs["base"]), read(outs["prompted"])
-  assert prompted[0]["model"].startswith(f"{tiny_model_dir}+prompt:") and len(prompted[0]["model"]) == len(str(tiny_model_dir)) + 20
+  assert (
+    prompted[0]["model"].startswith(f"{tiny_model_dir}+prompt:")
+    and len(prompted[0]["model"]) == len(str(tiny_model_dir)) + 20
+  )
   assert json.loads((outs["prompted"] / "run.json").read_text())["prompt"] is not None
   assert any(a["option_scores"] != b["option_scores"] for a, b in zip(base, prompted))
 
@@ -235,7 +238,9 @@ if "user_toy" not in seqio.MixtureRegistry.names():
 '''
 
 
-def test_mixture_of_user_tasks_equals_jsonl_benchmark(tiny_model_dir, tmp_path, capsys, monkeypatch):
+def test_mixture_of_user_tasks_equals_jsonl_benchmark(
+  tiny_model_dir, tmp_path, capsys, monkeypatch
+):
   """SeqIO tasks a user registers in their own module (two phrasings + a mixture) are scored
   exactly as the same examples and phrasings given as a JSONL benchmark with instructions."""
   rows = [
@@ -297,7 +302,9 @@ def test_mixture_of_user_tasks_equals_jsonl_benchmark(tiny_model_dir, tmp_path, 
   assert code == 1 and "no SeqIO task or mixture" in err
 
 
-def test_num_fewshot_puts_demonstrations_before_the_input(tiny_model_dir, mmlu_dir, tmp_path, capsys):
+def test_num_fewshot_puts_demonstrations_before_the_input(
+  tiny_model_dir, mmlu_dir, tmp_path, capsys
+):
   """--num_fewshot K: K solved examples of the task, same instruction, never the evaluated one;
   recorded in run.json (a zero-shot rerun into the same directory is refused)."""
   import seqio

@@ -340,7 +340,9 @@ def test_compiles_a_handful_of_times(tiny_model_dir, mmlu_dir, instructions):
   from robust_prompt import batching
 
   spanned = {
-    batching.bucket_length(len(x), steps_per_octave=4) for c in chunks for x in evaluator.input_ids(c)
+    batching.bucket_length(len(x), steps_per_octave=4)
+    for c in chunks
+    for x in evaluator.input_ids(c)
   }
   assert compiled <= len(evaluator.shapes) <= len(spanned) < batches, sorted(evaluator.shapes)
   # ... and none at all when the same work comes again.

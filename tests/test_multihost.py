@@ -85,9 +85,7 @@ def test_single_process_rows_and_global_arrays():
   assert glob.shape == (8, 3)
   assert glob.sharding.spec == jax.sharding.PartitionSpec("data", None)
   np.testing.assert_array_equal(multihost.to_host(glob), x)
-  np.testing.assert_array_equal(
-    multihost.to_host(multihost.place_batch({"x": x}, mesh)["x"]), x
-  )
+  np.testing.assert_array_equal(multihost.to_host(multihost.place_batch({"x": x}, mesh)["x"]), x)
   with pytest.raises(ValueError, match="must supply rows 0:8"):
     multihost.host_local_to_global({"x": x[:4]}, mesh, 8)
 

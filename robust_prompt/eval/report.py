@@ -192,9 +192,12 @@ def _section_blocks(s: ReportSection, plot_name: str) -> list[tuple]:
     ]
     b += [
       ("h", 3, "Truncation"),
-      ("p", "Rows whose input was longer than max_input_length, and options longer than "
-       "max_target_length, over all instructions: their scores are of the truncated text "
-       "(docs/metrics.md)."),
+      (
+        "p",
+        "Rows whose input was longer than max_input_length, and options longer than "
+        "max_target_length, over all instructions: their scores are of the truncated text "
+        "(docs/metrics.md).",
+      ),
       ("table", ["task", "rows", "inputs truncated", "options truncated"], rows),
     ]
   return b
