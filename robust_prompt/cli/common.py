@@ -74,6 +74,22 @@ def load_task(args: argparse.Namespace, task: str):
     raise UserError(str(e)) from e
 
 
+def add_prompt_format_argument(parser: argparse.ArgumentParser, gin_name: str) -> None:
+  """`--prompt_format` (eval and train): how the rendered text is wrapped for the model."""
+  from robust_prompt.model.prompt_formats import FORMATS
+
+  parser.add_argument(
+    "--prompt_format",
+    choices=FORMATS,
+    default=None,
+    help="wrap the rendered text for the model: raw (as is), alpaca (Alpaca's wrappers: "
+    "with-input when an instruction has an input_template), chat (the tokenizer's chat "
+    f"template); gin {gin_name}, else the model gin file's PROMPT_FORMAT, else raw. An "
+    "instruction file that declares its own prompt_format wins for its instructions (a line on "
+    "stderr says which; rows record it; docs/instructions.md)",
+  )
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, *, batch_size: int = DEFAULT_BATCH_SIZE):
   """Adds --model, --vocab, --dtype, --mesh, --prompt, --batch_size and the length limits."""
   group = parser.add_argument_group("model")

@@ -145,15 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     default=None,
     help="decoder-only models: text between the input and each option (default one space)",
   )
-  parser.add_argument(
-    "--prompt_format",
-    choices=("raw", "alpaca", "chat"),
-    default=None,
-    help="wrap the rendered text for the model: raw (as is; default), alpaca (Alpaca's wrappers: "
-    "with-input when an instruction has an input_template), chat (the tokenizer's chat "
-    "template); gin evaluate.prompt_format. An instruction file that declares its own "
-    "prompt_format wins for its instructions (a line on stderr says which; rows record it)",
-  )
+  common.add_prompt_format_argument(parser, "evaluate.prompt_format")
   parser.add_argument(
     "--score_mode",
     choices=SCORE_MODES,

@@ -61,14 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     "--max_examples", type=common.positive_int, default=None, help="first N examples per task"
   )
   parser.add_argument("--seed", type=int, default=None, help="seed (gin: train.seed, data.seed)")
-  parser.add_argument(
-    "--prompt_format",
-    choices=("raw", "alpaca", "chat"),
-    default=None,
-    help="wrap the rendered text for the model: raw (as is; default), alpaca (Alpaca's "
-    "wrappers), chat (the tokenizer's chat template); gin data.prompt_format. An instruction "
-    "file's own prompt_format wins for its instructions (docs/instructions.md)",
-  )
+  common.add_prompt_format_argument(parser, "data.prompt_format")
   common.add_model_arguments(parser)
   # None = "not given": gin decides. --batch_size is G * K rows; --prompt initialises the prompt.
   parser.set_defaults(batch_size=None, max_input_length=None, max_target_length=None)

@@ -212,9 +212,12 @@ def validate_instruction(instruction: Instruction) -> None:
       template_placeholders(instruction.input_template)
     except ValueError as e:
       raise instruction.error(f"bad input_template: {e}") from None
-  if instruction.prompt_format is not None and instruction.prompt_format not in PROMPT_FORMATS:
-    raise instruction.error(
-      f"prompt_format {instruction.prompt_format!r} is not one of {list(PROMPT_FORMATS)}"
+  if instruction.prompt_format is not None:
+    check_prompt_format(
+      instruction.prompt_format,
+      file=instruction.file,
+      line=instruction.line,
+      what=f"instruction {instruction.id!r}: prompt_format",
     )
   # The checks below are about the whole text: a placeholder may sit in either part.
   names = instruction.placeholders
