@@ -11,7 +11,7 @@ import os
 import pathlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared"
@@ -161,3 +161,66 @@ def matmul_peak_gflops(
   torch_product()
   out["torch"] = flops / min(timed(torch_product, repeats)) / 1e9
   return out
+
+
+def pair_flops(family: str, config, input_len: int, option_lens: Sequence[int]) -> float:
+  """Useful FLOPs of one (question, instruction) pair: its input once, each option's own tokens.
+
+  Matrix products are 2 FLOPs per weight per token; attention 4 x N x D per (query, real key)
+  (scores and weighted values). T5: the encoder over the input's T tokens; the decoder over the
+  shared start position plus each option's tokens but its last (teacher forcing), logits at those
+  positions. Decoder-only: the context's C tokens, each option's tokens but its last after it,
+  logits at the context's last position and those tokens (the first option token is scored off
+  the context).
+  """
+  if family == "t5":
+    h, n, d, f, v = (
+      config.d_model,
+      config.num_heads,
+      config.head_dim,
+      config.d_ff,
+      config.vocab_size,
+    )
+    nd, t = n * d, input_len
+    mlp = (3 if config.is_gated else 2) * h * f
+    encoder = config.num_encoder_layers * (t * 2 * (4 * h * nd + mlp) + 4 * nd * t * t)
+    positions = 1 + sum(s - 1 for s in option_lens)
+    # The position at depth j of an option's chain sees the start and j tokens of its own.
+    self_keys = 1 + sum(j + 1 for s in option_lens for j in range(1, s))
+    cross = min(
+      4 * nd * t * (h + positions),  # keys/values projected, then attended
+      4 * n * positions * h * (d + t),  # absorbed: (q Wk^T) . encoded, (weights . encoded) Wv
+    )
+    per_position = 2 * (4 * h * nd + 2 * h * nd + mlp)  # self q/k/v/o, cross q/o, MLP
+    decoder = config.num_decoder_layers * (positions * per_position + 4 * nd * self_keys + cross)
+    return float(encoder + decoder + 2 * h * v * positions)
+  h, v, f = config.d_model, config.vocab_size, config.d_ff
+  nd, kd = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+  c = input_len
+  per_token = 2 * (2 * h * nd + 2 * h * kd + 3 * h * f)  # q/o, k/v (grouped), SwiGLU
+  fed = sum(s - 1 for s in option_lens)
+  keys = c * (c + 1) // 2 + sum(c + j for s in option_lens for j in range(1, s))
+  body = config.num_layers * ((c + fed) * per_token + 4 * nd * keys)
+  return float(body + 2 * h * v * (1 + fed))
+
+
+# jax's monitoring event of one XLA backend compilation (`jax._src.dispatch.BACKEND_COMPILE_EVENT`).
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+class CompileCounter:
+  """XLA programs compiled, and their compile seconds (summed over threads), since `reset()`."""
+
+  def __init__(self):
+    import jax
+
+    self.reset()
+    jax.monitoring.register_event_duration_secs_listener(self._on_event)
+
+  def reset(self) -> None:
+    self.programs, self.seconds = 0, 0.0
+
+  def _on_event(self, event: str, duration: float, *args, **kwargs) -> None:
+    if event == COMPILE_EVENT:
+      self.programs += 1
+      self.seconds += duration

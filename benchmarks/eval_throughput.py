@@ -56,7 +56,15 @@ from collections.abc import Sequence
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import HF_SIZES, SPIECE, VOCAB_SIZE, cpu_threads  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+  HF_SIZES,
+  SPIECE,
+  VOCAB_SIZE,
+  CompileCounter,
+  cpu_threads,
+  matmul_peak_gflops,
+  pair_flops,
+)
 
 MMLU_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mmlu"
 # Two subjects: each (task, instruction) chunk then holds num_questions / 2 examples, i.e. whole
@@ -303,6 +311,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     action="store_true",
     help="decoder: skip the second reference run (lm-eval's default logits_cache=True)",
   )
+  parser.add_argument(
+    "--shape_cost_slots",
+    type=int,
+    help="the engine's setting (padded token slots one compiled shape is worth; 0: every bucket)",
+  )
+  parser.add_argument(
+    "--no_compile_ahead",
+    action="store_true",
+    help="the engine compiles each shape when it first meets it (not in background threads)",
+  )
   args = parser.parse_args(argv)
   size = args.size or DEFAULT_SIZE[args.family]
   if (size in DECODER_SIZES) != (args.family == "decoder"):
@@ -328,7 +346,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     make = make_hf_decoder if args.family == "decoder" else make_hf_model
     hf_model, tokenizer = make(pathlib.Path(tmp), size)
     loaded = load_model(tmp)
-    settings = engine.evaluate_settings(batch_size=args.batch_size)
+    settings = engine.evaluate_settings(
+      batch_size=args.batch_size,
+      compile_ahead=not args.no_compile_ahead,
+      **({} if args.shape_cost_slots is None else {"shape_cost_slots": args.shape_cost_slots}),
+    )
     # As `robust-prompt eval` builds it (no --option_eos / --target_delimiter: the defaults).
     model = prompted.for_config(loaded.config)
     evaluator = engine.Evaluator(model, loaded.params, loaded.vocab, settings)
@@ -336,19 +358,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     pools = engine.plan_pools(chunks, settings.pool_rows)
 
     def ours():
+      # As `evaluate` calls it: a shape's compilation is weighed against the whole run's rows.
       return [
         row
         for pool in pools
-        for rows in evaluator.score_chunks([chunks[i] for i in pool], "ours")
+        for rows in evaluator.score_chunks([chunks[i] for i in pool], "ours", run_rows=pairs)
         for row in rows
       ]
 
+    compiles = CompileCounter()
     start = time.perf_counter()
     ours()
     cold = time.perf_counter() - start
+    cold_compiles = (compiles.programs, compiles.seconds)
     start = time.perf_counter()
     rows = ours()
     warm = time.perf_counter() - start
+    # Useful work: each pair's input once and its options' own tokens, no padding.
+    useful = 0.0
+    for c in chunks:
+      ins = evaluator.input_ids(c)
+      opts, _ = evaluator._encode_options(c, evaluator.texts(c))
+      useful += sum(
+        pair_flops(args.family, loaded.config, len(x), [len(o) for o in ys])
+        for x, ys in zip(ins, opts)
+      )
 
     # The reference's requests, one per (pair, option), in pair order.
     requests, owner, same_ids = [], [], 0
@@ -425,6 +459,16 @@ def main(argv: Sequence[str] | None = None) -> int:
       f"  hf lm-eval, logits cache {hf_cached:7.2f}s  {pairs / hf_cached:7.1f} pairs/s "
       f"(same scores to {cache_diff:.1e})"
     )
+  print(
+    f"  compiled on the cold pass: {cold_compiles[0]} XLA programs, {cold_compiles[1]:.1f}s "
+    f"of compilation (summed over threads; {compiles.programs - cold_compiles[0]} warm)"
+  )
+  peak = matmul_peak_gflops()
+  print(
+    f"  useful work {useful / 1e12:.3f} TFLOP (each input once, no padding): warm "
+    f"{useful / warm / 1e9:.1f} GFLOP/s = {useful / warm / 1e9 / peak['jax']:.0%} of the "
+    f"measured fp32 matmul peak (jax {peak['jax']:.0f}, torch {peak.get('torch', 0):.0f} GFLOP/s)"
+  )
   print(f"speed-up (warm): {hf_time / warm:.2f}x   (cold: {hf_time / cold:.2f}x)")
   if hf_cached is not None:
     print(

@@ -31,12 +31,12 @@ Per model family (`--family t5|decoder|both`; t5 first, its memory freed before 
           `eval_throughput.py` times it: bucketed static shapes, the input run once per pair, the 4
           options scored in one pass. Tokenization is replayed from the prepared ids (a family
           subclass whose `encode_*` look them up), so neither side's timing includes it.
-          Cold = compiling + the first pass. Every bucket shape (found by a dry run of the engine's
-          own planner) is compiled first, `--compile_threads` at a time: one Llama-3-8B shape took
+          Cold = compiling + the first pass. The engine compiles every planned bucket shape ahead
+          (`robust_prompt.compile_ahead`), `--compile_threads` at a time: one Llama-3-8B shape took
           43 s to compile on the 2-core development CPU and a pass meets about a dozen shapes, too
           many to compile one after another in the device time (`--compile_threads 0`: the engine
           compiles each when it meets it). Warm = later passes (median of `--repeats`); XLA
-          compilations are counted per phase, and there are none after the precompile.
+          compilations are counted per phase, and there are none after the first pass.
   torch   `eval_throughput.py`'s lm-evaluation-harness loops on the same token ids, run on the
           device (under a `torch.device` context their tensors are made there): t5, one full
           forward (encoder + decoder) per (pair, option) request; decoder, one forward per request,
@@ -84,19 +84,20 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (  # noqa: E402
+  COMPILE_EVENT,
   HF_SIZES,
   SHARED,
   SPIECE,
   VOCAB_SIZE,
   cpu_threads,
   matmul_peak_gflops,
+  pair_flops,
 )
 
 FAMILIES = ("t5", "decoder")
@@ -143,8 +144,6 @@ SIZES = {
 # data reaches 770-800 TFLOP/s on this workplace's H200s (/work/.library/device/KINDS.md).
 BF16_DENSE_PEAK = {"NVIDIA H200": 989e12}
 
-# XLA's event for each backend compilation (jax._src.dispatch.BACKEND_COMPILE_EVENT).
-_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 # The clock that counts compilations (jax has no public way to remove a listener: one is
 # registered per process and reports to the clock of the current run).
 _COUNTING: list[Clock] = []
@@ -194,7 +193,7 @@ class Clock:
     import jax
 
     def on_event(event: str, duration: float, *args, **kwargs) -> None:
-      if event == _COMPILE_EVENT and _COUNTING:
+      if event == COMPILE_EVENT and _COUNTING:
         _COUNTING[0].compiles += 1
         _COUNTING[0].compile_s += duration
 
@@ -539,47 +538,6 @@ def allow_imports_without_seqio() -> bool:
 # --------------------------------------------------------------------------- work and FLOPs
 
 
-def pair_flops(family: str, config, input_len: int, option_lens: Sequence[int]) -> float:
-  """Useful FLOPs of one (question, instruction) pair: its input once, each option's own tokens.
-
-  Matrix products are 2 FLOPs per weight per token; attention 4 x N x D per (query, real key)
-  (scores and weighted values). T5: the encoder over the input's T tokens; the decoder over the
-  shared start position plus each option's tokens but its last (teacher forcing), logits at those
-  positions. Decoder-only: the context's C tokens, each option's tokens but its last after it,
-  logits at the context's last position and those tokens (the first option token is scored off
-  the context).
-  """
-  if family == "t5":
-    h, n, d, f, v = (
-      config.d_model,
-      config.num_heads,
-      config.head_dim,
-      config.d_ff,
-      config.vocab_size,
-    )
-    nd, t = n * d, input_len
-    mlp = (3 if config.is_gated else 2) * h * f
-    encoder = config.num_encoder_layers * (t * 2 * (4 * h * nd + mlp) + 4 * nd * t * t)
-    positions = 1 + sum(s - 1 for s in option_lens)
-    # The position at depth j of an option's chain sees the start and j tokens of its own.
-    self_keys = 1 + sum(j + 1 for s in option_lens for j in range(1, s))
-    cross = min(
-      4 * nd * t * (h + positions),  # keys/values projected, then attended
-      4 * n * positions * h * (d + t),  # absorbed: (q Wk^T) . encoded, (weights . encoded) Wv
-    )
-    per_position = 2 * (4 * h * nd + 2 * h * nd + mlp)  # self q/k/v/o, cross q/o, MLP
-    decoder = config.num_decoder_layers * (positions * per_position + 4 * nd * self_keys + cross)
-    return float(encoder + decoder + 2 * h * v * positions)
-  h, v, f = config.d_model, config.vocab_size, config.d_ff
-  nd, kd = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
-  c = input_len
-  per_token = 2 * (2 * h * nd + 2 * h * kd + 3 * h * f)  # q/o, k/v (grouped), SwiGLU
-  fed = sum(s - 1 for s in option_lens)
-  keys = c * (c + 1) // 2 + sum(c + j for s in option_lens for j in range(1, s))
-  body = config.num_layers * ((c + fed) * per_token + 4 * nd * keys)
-  return float(body + 2 * h * v * (1 + fed))
-
-
 def requests_of(model, evaluator, chunks) -> list[tuple[list[int], list[int]]]:
   """(input ids, option ids) per (pair, option), in chunk, example, option order: the ids the
   engine scores (both cut to its caps)."""
@@ -599,7 +557,8 @@ def planned_batches(evaluator, run_pass: Callable[[], list]) -> tuple[list[dict]
   """The batches a pass sends to the device: one per distinct shape, and token counts.
 
   Runs the engine's own planner (`score_chunks`) once with the device step replaced by a recorder
-  that returns zero scores, so that precompilation sees exactly the engine's shapes.
+  that returns zero scores (and compiling ahead off), for the plan's figures: batches, shapes,
+  real tokens and slots.
   """
   import jax
   import numpy as np
@@ -616,27 +575,15 @@ def planned_batches(evaluator, run_pass: Callable[[], list]) -> tuple[list[dict]
     stats["slots"] += int(mask.size)
     return np.zeros(batch["option_ids"].shape[:2], np.float32)
 
-  step = evaluator.score_fn
+  step, settings = evaluator.score_fn, evaluator.settings
   evaluator.score_fn = record
+  evaluator.settings = dataclasses.replace(settings, compile_ahead=False)
   try:
     run_pass()
   finally:
-    evaluator.score_fn = step
+    evaluator.score_fn, evaluator.settings = step, settings
   stats["shapes"] = len(shapes)
   return list(shapes.values()), stats
-
-
-def precompile(evaluator, batches: Sequence[dict], threads: int) -> None:
-  """Compiles the engine's step for every batch shape, `threads` compilations at a time.
-
-  Lowering (Python, flax) runs here one shape after another; XLA's compilation releases the GIL
-  and runs in the threads. The compiled executables are the ones the engine's calls then use
-  (the cold pass's XLA compile count shows it).
-  """
-  step = evaluator.score_fn
-  lowered = [step.lower(evaluator.params, evaluator.prompt, b) for b in batches]
-  with ThreadPoolExecutor(max(threads, 1)) as pool:
-    list(pool.map(lambda low: low.compile(), lowered))
 
 
 # --------------------------------------------------------------------------- the run
@@ -758,6 +705,7 @@ def run_family(family: str, args, prepared: dict, clock: Clock, peak: tuple) -> 
   import jax
   import torch
 
+  from robust_prompt import compile_ahead
   from robust_prompt.data.example import Example
   from robust_prompt.eval import engine
   from robust_prompt.model import prompted
@@ -797,18 +745,18 @@ def run_family(family: str, args, prepared: dict, clock: Clock, peak: tuple) -> 
   chunks = engine.plan_chunks({TASK: examples}, instructions())
   evaluator = engine.Evaluator(model, params, None, settings)
   pools = engine.plan_pools(chunks, settings.pool_rows)
+  pairs = sum(len(c.examples) for c in chunks)
 
   def ours_pass() -> list[dict]:
     return [
       row
       for pool in pools
-      for rows in evaluator.score_chunks([chunks[i] for i in pool], "ours")
+      for rows in evaluator.score_chunks([chunks[i] for i in pool], "ours", run_rows=pairs)
       for row in rows
     ]
 
   with clock.phase(family, "plan batches (engine dry run)"):
-    batches, plan = planned_batches(evaluator, ours_pass)
-  pairs = sum(len(c.examples) for c in chunks)
+    _, plan = planned_batches(evaluator, ours_pass)
   requests = requests_of(model, evaluator, chunks)
   flops, input_tokens, at = 0.0, 0, 0
   for chunk in chunks:
@@ -818,12 +766,10 @@ def run_family(family: str, args, prepared: dict, clock: Clock, peak: tuple) -> 
       input_tokens += len(mine[0][0])
       at += len(mine)
 
+  # The engine compiles every planned shape ahead, this many at a time (`compile_ahead`).
+  compile_ahead.set_num_threads(args.compile_threads or None)
+  evaluator.settings = dataclasses.replace(settings, compile_ahead=args.compile_threads > 0)
   cold_start = time.perf_counter()
-  compile_record: dict[str, Any] = {"xla_compiles": 0, "xla_compile_s": 0.0}
-  if args.compile_threads > 0:
-    name = f"precompile {len(batches)} shapes ({args.compile_threads} threads)"
-    with clock.phase(family, name) as compile_record:
-      precompile(evaluator, batches, args.compile_threads)
   with clock.phase(family, "ours: first pass") as first:
     rows = ours_pass()
   cold = time.perf_counter() - cold_start
@@ -876,9 +822,8 @@ def run_family(family: str, args, prepared: dict, clock: Clock, peak: tuple) -> 
     "peak_source": peak[1],
     "ours": {
       "cold_s": cold,
-      "cold_xla_compiles": compile_record["xla_compiles"] + first["xla_compiles"],
-      "cold_xla_compile_s": compile_record["xla_compile_s"] + first["xla_compile_s"],
-      "first_pass_xla_compiles": first["xla_compiles"],
+      "cold_xla_compiles": first["xla_compiles"],
+      "cold_xla_compile_s": first["xla_compile_s"],
       "compile_threads": args.compile_threads,
       "warm_s": warm,
       "warm_times": warm_times,
@@ -1001,8 +946,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     "--compile_threads",
     type=int,
     default=12,
-    help="compile every bucket shape, this many at a time, before the first pass (a full-size "
-    "pass has 11-12 shapes; 0: the engine compiles each shape when it first meets it)",
+    help="the engine compiles every planned shape ahead, this many at a time (a full-size pass "
+    "has 11-12 shapes; 0: each shape compiles when the engine first meets it)",
   )
   parser.add_argument(
     "--time_budget",

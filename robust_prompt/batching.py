@@ -182,6 +182,40 @@ def plan_batches(
   return batches
 
 
+def merge_lengths(batches: Sequence[Batch], shape_cost: float) -> list[Batch]:
+  """Pads some batches further, to lengths other batches have, where a shape costs more.
+
+  Every distinct length is one more compiled program. With `shape_cost` in padded token slots
+  (rows x positions) per shape, this chooses the subset of the batches' lengths that minimises
+  `slots of all batches + shape_cost x lengths kept`; each batch takes the smallest kept length
+  that holds it (the longest is always kept). An exact dynamic programme over the sorted distinct
+  lengths (m of them, O(m^2)). `shape_cost=0` returns the batches unchanged; composition and
+  order never change.
+  """
+  lengths = sorted({b.length for b in batches})
+  if shape_cost <= 0 or len(lengths) < 2:
+    return list(batches)
+  slots = {n: 0 for n in lengths}  # rows of the batches at each length
+  for b in batches:
+    slots[b.length] += b.size
+  # best[k]: the cheapest cost of lengths[:k] with lengths[k - 1] kept; cut[k]: the kept length
+  # before it (index into best).
+  best, cut = [0.0] + [math.inf] * len(lengths), [0] * (len(lengths) + 1)
+  for k in range(1, len(lengths) + 1):
+    rows = 0
+    for i in range(k - 1, -1, -1):
+      rows += slots[lengths[i]]
+      cost = best[i] + shape_cost + rows * lengths[k - 1]
+      if cost < best[k]:
+        best[k], cut[k] = cost, i
+  chosen, k = {}, len(lengths)
+  while k > 0:
+    for n in lengths[cut[k] : k]:
+      chosen[n] = lengths[k - 1]
+    k = cut[k]
+  return [dataclasses.replace(b, length=chosen[b.length]) for b in batches]
+
+
 @dataclasses.dataclass(frozen=True)
 class RaggedBatch:
   """Items of ragged groups flattened into one padded batch of (group, item) pairs.

@@ -65,6 +65,19 @@ def place_batch(batch: Mapping[str, Any], mesh: Mesh | None, rules=None) -> dict
   return out
 
 
+def batch_specs(batch: Mapping[str, Any], mesh: Mesh | None, rules=None) -> dict[str, Any]:
+  """The `jax.ShapeDtypeStruct`s of what `place_batch` makes of host `batch` (to lower ahead)."""
+  out = {}
+  for name, x in batch.items():
+    if x is None or isinstance(x, jax.Array):
+      out[name] = x
+      continue
+    x = np.asarray(x)
+    sharding = None if mesh is None else batch_sharding(mesh, x.ndim, rules)
+    out[name] = jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+  return out
+
+
 def place_replicated(tree: Any, mesh: Mesh | None) -> Any:
   """Host values (a tree, e.g. parameters or a prompt) replicated on every device of `mesh`."""
   if mesh is None:

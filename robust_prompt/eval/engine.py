@@ -38,7 +38,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from robust_prompt import batching, io_utils, multihost, partitioning
+from robust_prompt import batching, compile_ahead, io_utils, multihost, partitioning
 from robust_prompt.data.example import Example
 from robust_prompt.eval import checks, generate, rank, resume
 from robust_prompt.instructions.io import instructions_for_task
@@ -107,6 +107,14 @@ class EvalSettings:
       None for the task's other examples (never the evaluated one).
     fewshot_seed: the seed of the (per example, reproducible) draw.
     fewshot_separator: between demonstrations and before the input.
+    shape_cost_slots: what one more compiled shape is worth in padded token slots (rows x
+      positions): a run's batches share lengths where padding costs less (`merge_lengths`).
+      The default, 4096 slots, is ~0.6 s of T5-small on a 2-core CPU: about what one more
+      shape costs there when shapes compile two at a time (`compile_ahead`), measured with
+      `benchmarks/eval_throughput.py --shape_cost_slots`. 0 keeps every quarter-octave bucket.
+      It changes padding only, so scores agree to float rounding.
+    compile_ahead: compile every planned batch shape in background threads before it runs
+      (`compile_ahead`); off, each shape compiles when first called. Results are the same.
   """
 
   score_mode: str = "sum"
@@ -124,6 +132,8 @@ class EvalSettings:
   fewshot_split: str | None = None
   fewshot_seed: int = 1234
   fewshot_separator: str = "\n\n"
+  shape_cost_slots: int = 4096
+  compile_ahead: bool = True
 
 
 def evaluate_settings(
@@ -142,6 +152,8 @@ def evaluate_settings(
   fewshot_split: str | None = None,
   fewshot_seed: int = 1234,
   fewshot_separator: str = "\n\n",
+  shape_cost_slots: int = 4096,
+  compile_ahead: bool = True,
 ) -> EvalSettings:
   """Validated `EvalSettings` (the CLI exposes this function to gin as `evaluate`).
 
@@ -170,6 +182,8 @@ def evaluate_settings(
   for name, value in sizes.items():
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"{name} must be a positive integer, got {value!r}")
+  if not isinstance(shape_cost_slots, int) or shape_cost_slots < 0:
+    raise ValueError(f"shape_cost_slots must be an integer >= 0, got {shape_cost_slots!r}")
   if not isinstance(num_fewshot, int) or num_fewshot < 0:
     raise ValueError(f"num_fewshot must be an integer >= 0, got {num_fewshot!r}")
   return EvalSettings(
@@ -188,6 +202,8 @@ def evaluate_settings(
     fewshot_split=fewshot_split,
     fewshot_seed=fewshot_seed,
     fewshot_separator=fewshot_separator,
+    shape_cost_slots=shape_cost_slots,
+    compile_ahead=bool(compile_ahead),
   )
 
 
@@ -385,6 +401,8 @@ class Evaluator:
     self.decode_fn = eval_step(model, "generate", settings.max_decode_length, replicated)
     # (kind, *shape) of every step run: the compilations to expect (see tests).
     self.shapes: set[tuple] = set()
+    # What, besides a batch's shapes, tells the compiled programs of the steps apart.
+    self._fixed_key = compile_ahead.avals_key((self.params, self.prompt), mesh)
 
   def _run(self, fn, batch: dict) -> np.ndarray:
     """Runs `fn` on a host batch under the mesh; returns host numpy (blocking: 2-core note)."""
@@ -465,6 +483,7 @@ class Evaluator:
     chunks: Sequence[Chunk],
     model_name: str,
     on_batch: Callable[[int], None] | None = None,
+    run_rows: int | None = None,
   ) -> list[list[dict]]:
     """Scores several chunks pooled together; returns each chunk's rows in example order.
 
@@ -481,6 +500,9 @@ class Evaluator:
       chunks: the chunks to pool (`plan_pools` chooses them in `evaluate`).
       model_name: the `model` column of the rows.
       on_batch: called with the number of real rows after each batch (progress).
+      run_rows: the rows of the whole run (`evaluate`: of every pool, done or not), over which
+        one compiled shape is paid for: a pool of a long run weighs a new shape by its share
+        (`settings.shape_cost_slots`, `batching.merge_lengths`). Default: these chunks' rows.
     """
     inputs: list[list[int]] = []
     options: list[list[list[int]]] = []
@@ -511,7 +533,13 @@ class Evaluator:
       # cost a few more compilations and save far more encoder work than they cost.
       steps_per_octave=4,
     )
-    outputs: list[Any] = [None] * len(inputs)
+    # On a short run, compiling a shape costs more than padding a few batches to the next one.
+    plans = batching.merge_lengths(
+      plans, self.settings.shape_cost_slots * total / max(run_rows or total, total)
+    )
+    # Every batch is built before any runs, so that all their shapes can compile ahead, in
+    # parallel with each other and with the first batches (`compile_ahead`).
+    steps: list[tuple[str, list[int], dict, Any]] = []  # (kind, rows, batch, num real rows)
     for plan in plans:
       length = plan.length  # batching's buckets: 16, 20, 24, 28, 32, 40, ... (<= 1/5 padding)
       mc = [i for i in plan.indices if options[i]]
@@ -520,14 +548,25 @@ class Evaluator:
         longest = max(len(t) for i in mc for t in options[i])
         num_o = _pow2_bucket(max(len(options[i]) for i in mc), MIN_OPTIONS_BUCKET)
         num_s = min(_pow2_bucket(longest, MIN_OPTION_LENGTH_BUCKET), max(cap, longest))
-        scores = self._score_options(inputs, options, mc, plan.size, length, num_o, num_s)
-        for i, row_scores in zip(mc, scores):
-          outputs[i] = row_scores
+        batch = self._options_batch(inputs, options, mc, plan.size, length, num_o, num_s)
+        steps.append(("options", mc, batch, None if gen else plan.num_real))
       if gen:
-        for i, text in zip(gen, self._generate(inputs, gen, plan.size, length)):
+        steps.append(
+          ("generate", gen, self._generate_batch(inputs, gen, plan.size, length), plan.num_real)
+        )
+    keys = [self._compile_ahead(kind, batch) for kind, _, batch, _ in steps]
+    outputs: list[Any] = [None] * len(inputs)
+    for (kind, rows, batch, num_real), key in zip(steps, keys):
+      compile_ahead.wait(key)
+      if kind == "options":
+        scores = self._run(self.score_fn, batch)
+        for r, i in enumerate(rows):
+          outputs[i] = scores[r, : len(options[i])]
+      else:
+        for i, text in zip(rows, self._decode(self._run(self.decode_fn, batch), len(rows))):
           outputs[i] = text
-      if on_batch is not None:
-        on_batch(plan.num_real)
+      if on_batch is not None and num_real is not None:
+        on_batch(num_real)
     results, at = [], 0
     for chunk, texts in zip(chunks, logged):
       rows = []
@@ -550,8 +589,8 @@ class Evaluator:
       at += len(chunk.rendered)
     return results
 
-  def _score_options(self, inputs, options, rows, b, length, num_o, num_s) -> list[np.ndarray]:
-    """Option scores `[O_i]` of `rows` (one batch of `b` rows) via the jitted step."""
+  def _options_batch(self, inputs, options, rows, b, length, num_o, num_s) -> dict:
+    """The host batch of `rows` (`b` rows, dummies included) for the options step."""
     ids, mask = batching.pad_batch([inputs[i] for i in rows], length, batch_size=b)
     option_ids = np.zeros((b, num_o, num_s), np.int32)
     option_mask = np.zeros((b, num_o, num_s), np.int32)
@@ -562,19 +601,31 @@ class Evaluator:
     batch = dict(input_ids=ids, input_mask=mask, option_ids=option_ids, option_mask=option_mask)
     batch = self.model.with_shared_prefix(batch, self._prompt_length)
     self.shapes.add(("options", b, length, num_o, num_s, *_shared_prefix_shape(batch)))
-    scores = self._run(self.score_fn, batch)
-    return [scores[r, : len(options[i])] for r, i in enumerate(rows)]
+    return batch
 
-  def _generate(self, inputs, rows, b, length) -> list[str]:
-    """Greedy generations (text before EOS) of `rows` (one batch of `b` rows)."""
+  def _generate_batch(self, inputs, rows, b, length) -> dict:
+    """The host batch of `rows` (`b` rows, dummies included) for greedy decoding."""
     ids, mask = batching.pad_batch([inputs[i] for i in rows], length, batch_size=b)
     batch = self.model.with_shared_prefix(dict(input_ids=ids, input_mask=mask), self._prompt_length)
     self.shapes.add(("generate", b, length, *_shared_prefix_shape(batch)))
-    tokens = self._run(self.decode_fn, batch)
+    return batch
+
+  def _decode(self, tokens: np.ndarray, num_rows: int) -> list[str]:
+    """Greedy generations `[B, K]` -> the text before EOS of the first `num_rows` rows."""
     eos, pad = self.model.eos_id, self.model.pad_id
     return [
-      self.vocab.decode(generate.strip_after_eos(tokens[r], eos, pad)) for r in range(len(rows))
+      self.vocab.decode(generate.strip_after_eos(tokens[r], eos, pad)) for r in range(num_rows)
     ]
+
+  def _compile_ahead(self, kind: str, batch: dict) -> tuple | None:
+    """Submits the step of `batch`'s shapes for compilation in the background; returns its key
+    (for `compile_ahead.wait`), or None when compiling ahead is off."""
+    if not self.settings.compile_ahead:
+      return None
+    fn = self.score_fn if kind == "options" else self.decode_fn
+    return compile_ahead.submit_step(
+      fn, self.params, self.prompt, batch, self.mesh, self._fixed_key
+    )
 
 
 def _shared_prefix_shape(batch: Mapping[str, Any]) -> tuple[int, ...]:
@@ -688,7 +739,9 @@ def evaluate(
   try:
     for pool in pools:
       skip = max(done - pool.start, 0)
-      pooled = evaluator.score_chunks(chunks[pool.start : pool.stop], model_name, on_batch)
+      pooled = evaluator.score_chunks(
+        chunks[pool.start : pool.stop], model_name, on_batch, run_rows=total
+      )
       if main:
         io_utils.append_jsonl(results_path, [row for rows in pooled[skip:] for row in rows])
       if bar is not None:

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from robust_prompt import batching, multihost, partitioning
+from robust_prompt import batching, compile_ahead, multihost, partitioning
 from robust_prompt.model.prompted import PromptedModel
 
 
@@ -49,6 +49,7 @@ class Scorer:
     if prompt is not None:
       self.prompt = multihost.place_replicated(np.asarray(prompt, np.float32), mesh)
     self._fn = score_step(model)
+    self._fixed_key = compile_ahead.avals_key((self.params, self.prompt), mesh)
 
   def tokenize(
     self, inputs: Sequence[str], targets: Sequence[Sequence[str]], max_input: int, max_target: int
@@ -101,25 +102,34 @@ class Scorer:
     )
     results: list[Any] = [None] * n
     pad_id = self.model.pad_id
+    # All batches are built first, so that their shapes compile ahead, in parallel with each
+    # other and with the first batches (`compile_ahead`).
+    batches = []
+    for batch in plan:
+      ids, mask = batching.pad_batch(
+        [input_ids[i] for i in batch.indices], batch.length, pad_id=pad_id, batch_size=batch.size
+      )
+      pairs = batching.pack_ragged(
+        [target_ids[i] for i in batch.indices],
+        max_len=max_target_length,
+        pad_id=pad_id,
+        minimum_pairs=batch.size * usual,
+        pairs_multiple=self.data_size,
+      )
+      host = dict(
+        input_ids=ids,
+        input_mask=mask,
+        target_ids=pairs.ids,
+        target_mask=pairs.mask,
+        target_index=pairs.group_index,
+      )
+      key = compile_ahead.submit_step(
+        self._fn, self.params, self.prompt, host, self.mesh, self._fixed_key
+      )
+      batches.append((batch, pairs, host, key))
     with tqdm(total=n, unit="ex", desc="score", disable=not progress, file=sys.stderr) as bar:
-      for batch in plan:
-        ids, mask = batching.pad_batch(
-          [input_ids[i] for i in batch.indices], batch.length, pad_id=pad_id, batch_size=batch.size
-        )
-        pairs = batching.pack_ragged(
-          [target_ids[i] for i in batch.indices],
-          max_len=max_target_length,
-          pad_id=pad_id,
-          minimum_pairs=batch.size * usual,
-          pairs_multiple=self.data_size,
-        )
-        host = dict(
-          input_ids=ids,
-          input_mask=mask,
-          target_ids=pairs.ids,
-          target_mask=pairs.mask,
-          target_index=pairs.group_index,
-        )
+      for batch, pairs, host, key in batches:
+        compile_ahead.wait(key)
         sums, counts = self._run(host)
         per_group_sums = pairs.split(np.asarray(sums, np.float64), batch.num_real)
         per_group_counts = pairs.split(np.asarray(counts), batch.num_real)
