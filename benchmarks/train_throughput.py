@@ -22,8 +22,15 @@ Timed (warm: after one untimed step that compiles / allocates):
            tokens, mean over rows); HF computes logits at every position, as a causal-LM
            training step does, ours only at the S target positions.
 
+A second setting, `--length_grouped` (t5): each side batches as its users would over real MMLU
+lengths (inputs up to 512 tokens): ours `GroupedData(length_grouping=steps)` (the steps' examples
+sorted by length, each batch padded to its length bucket, one compilation per bucket), PEFT the
+Hugging Face `Trainer` with `group_by_length=True` (batches padded to their longest row), on the
+same examples for the same number of steps. It prints each side's first run (ours with its
+compilations) and warm rate.
+
 Usage: python benchmarks/train_throughput.py [--family t5|decoder] [--steps 10] [--batch_size 8]
-  [--prompt_length 20]
+  [--prompt_length 20] [--length_grouped]
 """
 
 from __future__ import annotations
@@ -277,6 +284,214 @@ def run_peft_decoder(model, batches, prompt_length, steps, lr):
   return rate, loss, trainable
 
 
+def grouped_data(vocab, model, num_examples: int, batch_size: int, steps: int, max_input: int):
+  """Our training data over real MMLU lengths: the questions as `GroupedData` groups of one
+  member (plain prompt tuning), `length_grouping` over all the timed steps (one window)."""
+  from robust_prompt.data.example import Example
+  from robust_prompt.instructions.schema import Instruction
+  from robust_prompt.train import grouping
+
+  questions = mmlu_questions(num_examples)
+  examples = [
+    Example(
+      id=f"mmlu:{i}",
+      task="mmlu:mixed",
+      fields={"question": q},
+      options=tuple(opts),
+      answer=0,  # the first option's text is the target, as in the fixed-shape setting
+      correct=(0,),
+    )
+    for i, (q, opts) in enumerate(questions)
+  ]
+  as_is = Instruction(
+    id="as_is",
+    tasks=("mmlu:*",),
+    template="{question}",  # the question already shows its lettered options
+    options_format="none",
+    answer_space="option_text",
+    split="observed",
+    source="benchmark",
+  )
+  return grouping.GroupedData(
+    examples,
+    [as_is],
+    vocab,
+    groups_per_batch=batch_size,
+    members_per_group=1,
+    max_input_length=max_input,
+    max_target_length=16,
+    model=model,
+    length_grouping=steps,
+  )
+
+
+def run_ours_grouped(loaded, mesh, data, prompt_length, steps, lr):
+  """Our length-grouped steps, as `robust-prompt train` runs them (one step per batch, a
+  compilation per new length bucket): the first pass over the steps (cold), then the same steps
+  again (warm). Returns (cold seconds, warm steps/s, buckets, input slots, real tokens)."""
+  import jax
+
+  from robust_prompt import partitioning
+  from robust_prompt.model import prompted
+  from robust_prompt.train import objective
+  from robust_prompt.train import state as state_lib
+  from robust_prompt.train.step import make_train_step
+
+  rules = partitioning.DEFAULT_RULES
+  tx = state_lib.make_optimizer("adam", lr)
+  state, shardings = state_lib.create_state(
+    jax.random.PRNGKey(0), tx, prompt_length, loaded.config.d_model, None, mesh, rules
+  )
+  batches = [data.batch(s) for s in range(steps)]
+  step = make_train_step(
+    model=prompted.for_config(loaded.config),
+    tx=tx,
+    loss_config=objective.LossConfig(),
+    mesh=mesh,
+    rules=rules,
+    state_shardings=shardings,
+    frozen_shardings=jax.tree.map(lambda x: x.sharding, loaded.params),
+    example_batch=batches[0],
+    num_groups=data.G,
+  )
+  rng = jax.random.PRNGKey(0)
+  times = []
+  for _ in range(2):
+    start = time.perf_counter()
+    for batch in batches:
+      state, metrics = step(state, loaded.params, batch, rng)
+      jax.block_until_ready(state)
+    times.append(time.perf_counter() - start)
+  buckets = sorted({b["input_ids"].shape[1] for b in batches})
+  slots = sum(b["input_mask"].size for b in batches)
+  real = sum(int(b["input_mask"].sum()) for b in batches)
+  return times[0], steps / times[1], buckets, slots, real, float(metrics["loss"])
+
+
+def run_peft_trainer(model, tokenizer, data, steps, batch_size, prompt_length, lr, out_dir):
+  """PEFT prompt tuning as its users run it: `transformers.Trainer` grouping by length
+  (`train_sampling_strategy="group_by_length"`, formerly `group_by_length=True`: its
+  LengthGroupedSampler; batches padded to their longest row by `DataCollatorForSeq2Seq`)
+  on the same examples (our token ids, the same as the HF tokenizer's) for the same steps.
+  Returns (total seconds, steady steps/s after the first step, input slots, real tokens)."""
+  import peft
+  import torch
+  import transformers
+
+  rows = [data._encode_row(data._pool[e.task][0], i, 0) for i, e in enumerate(data.examples)]
+  dataset = [
+    {"input_ids": list(x), "attention_mask": [1] * len(x), "labels": list(y)} for x, y, _, _ in rows
+  ]
+  config = peft.PromptTuningConfig(
+    task_type=peft.TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=prompt_length
+  )
+  model = peft.get_peft_model(model, config)
+  ends: list[float] = []
+  slots = [0, 0]
+
+  class Clock(transformers.TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+      ends.append(time.perf_counter())
+
+  collate = transformers.DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+
+  def counting(features):
+    batch = collate(features)
+    slots[0] += int(batch["attention_mask"].numel())
+    slots[1] += int(batch["attention_mask"].sum())
+    return batch
+
+  args = transformers.TrainingArguments(
+    output_dir=str(out_dir),
+    per_device_train_batch_size=batch_size,
+    max_steps=steps,
+    learning_rate=lr,
+    optim="adamw_torch",
+    weight_decay=0.0,
+    lr_scheduler_type="constant",
+    # transformers 5's name for `group_by_length=True`: its LengthGroupedSampler.
+    train_sampling_strategy="group_by_length",
+    use_cpu=True,
+    report_to=[],
+    save_strategy="no",
+    logging_strategy="no",
+    disable_tqdm=True,
+    dataloader_num_workers=0,
+    remove_unused_columns=False,
+    seed=0,
+  )
+  trainer = transformers.Trainer(
+    model=model, args=args, train_dataset=dataset, data_collator=counting, callbacks=[Clock()]
+  )
+  start = time.perf_counter()
+  trainer.train()
+  total = time.perf_counter() - start
+  del torch
+  return total, (len(ends) - 1) / (ends[-1] - ends[0]), slots[0], slots[1]
+
+
+def main_grouped(args, threads: int) -> int:
+  """The second setting: each side batches as its users would, over real MMLU lengths."""
+  import jax
+  import transformers
+
+  from robust_prompt import partitioning
+  from robust_prompt.checkpoints.resolve import load_model
+  from robust_prompt.model import prompted
+
+  size = args.size or DEFAULT_SIZE["t5"]
+  mesh = partitioning.make_mesh(1, 1, jax.devices()[:1])
+  with tempfile.TemporaryDirectory() as tmp:
+    model_dir = pathlib.Path(tmp) / "model"
+    hf_model = make_hf_model(model_dir, size, seed=0)
+    tokenizer = transformers.T5TokenizerFast.from_pretrained(model_dir)
+    loaded = load_model(str(model_dir), mesh=mesh)
+    data = grouped_data(
+      loaded.vocab,
+      prompted.for_config(loaded.config),
+      args.steps * args.batch_size,
+      args.batch_size,
+      args.steps,
+      args.grouped_max_input_length,
+    )
+    cold, ours, buckets, our_slots, our_real, our_loss = run_ours_grouped(
+      loaded, mesh, data, args.prompt_length, args.steps, args.lr
+    )
+    del loaded
+    total, theirs, their_slots, their_real = run_peft_trainer(
+      hf_model,
+      tokenizer,
+      data,
+      args.steps,
+      args.batch_size,
+      args.prompt_length,
+      args.lr,
+      pathlib.Path(tmp) / "trainer",
+    )
+  print(
+    f"{size} (random weights), length-grouped setting: {args.steps} steps of "
+    f"{args.batch_size} MMLU questions (the same {args.steps * args.batch_size} examples on "
+    f"both sides; inputs up to {args.grouped_max_input_length} tokens), prompt "
+    f"{args.prompt_length} vectors, {threads} CPU threads"
+  )
+  print(
+    f"  ours: GroupedData(length_grouping={args.steps}): {len(buckets)} length buckets "
+    f"{buckets}, {our_real}/{our_slots} input slots real ({our_real / our_slots:.0%})"
+  )
+  print(
+    f"  PEFT: Trainer(group_by_length=True), padded per batch: {their_real}/{their_slots} "
+    f"input slots real ({their_real / max(their_slots, 1):.0%})"
+  )
+  print(
+    f"  ours, first pass (incl. {len(buckets)} compilations) {cold:7.2f}s  (loss {our_loss:.3f})"
+  )
+  print(f"  ours, warm                       {ours:7.3f} steps/s")
+  print(f"  PEFT Trainer, whole train()      {total:7.2f}s")
+  print(f"  PEFT Trainer, after its first step {theirs:7.3f} steps/s")
+  print(f"  ratio ours / PEFT: warm {ours / theirs:.2f}x, first run {total / cold:.2f}x")
+  return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--family", choices=("t5", "decoder"), default="t5")
@@ -291,7 +506,26 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--max_input_length", type=int, default=128)
   parser.add_argument("--max_target_length", type=int, default=16)
   parser.add_argument("--lr", type=float, default=0.3)
+  parser.add_argument(
+    "--length_grouped",
+    action="store_true",
+    help="t5: the second setting (ours: length-grouped GroupedData batches; PEFT: the HF "
+    "Trainer with group_by_length) over real MMLU lengths",
+  )
+  parser.add_argument(
+    "--grouped_max_input_length",
+    type=int,
+    default=512,
+    help="--length_grouped: inputs cut at this many tokens (Flan-T5's input length)",
+  )
   args = parser.parse_args(argv)
+  if args.length_grouped:
+    if args.family != "t5":
+      parser.error("--length_grouped is the t5 setting")
+    import torch
+
+    torch.set_num_threads(cpu_threads())
+    return main_grouped(args, cpu_threads())
   size = args.size or DEFAULT_SIZE[args.family]
   if (size in DECODER_SIZES) != (args.family == "decoder"):
     parser.error(f"--size {size} is not a {args.family} architecture")

@@ -9,6 +9,12 @@ no iterator state to checkpoint.
 Rows are laid out group-major (`row = g * K + k`); `group_ids [B]` and `is_anchor [B]` travel
 with the batch so that the losses do not rely on the layout. Shapes are static (padded to the
 configured lengths), so the train step compiles once.
+
+With `length_grouping=N` (as Hugging Face's `group_by_length`), the groups of N consecutive
+steps are sorted by their longest input and cut into N batches again, taken in a seeded random
+order, and each batch is padded only to the length bucket of its longest input
+(`batching.bucket_length`: 16, 24, 32, 48, 64, ...): less padding, for one compiled step per
+bucket. Batches are still a pure function of `(seed, step)`.
 """
 
 from __future__ import annotations
@@ -100,6 +106,9 @@ class GroupedData:
       `instructions.render.model_input`) for instructions that declare no format of their own;
       a declared one (`Instruction.prompt_format`, e.g. from its file's defaults) wins, as in
       eval.
+    length_grouping: 0 (default): every batch padded to `max_input_length`, one compiled step.
+      N >= 1: windows of N steps' groups sorted by length, each batch padded to its length
+      bucket (see the module docstring); e.g. 16.
   """
 
   def __init__(
@@ -116,6 +125,7 @@ class GroupedData:
     anchor: str = "observed",
     model=None,
     prompt_format: str = "raw",
+    length_grouping: int = 0,
   ):
     if not examples:
       raise ValueError("no training examples: check --benchmark, --data_dir and --tasks")
@@ -125,7 +135,10 @@ class GroupedData:
       raise ValueError(f"anchor must be one of {ANCHOR_CHOICES}; got {anchor!r}")
     if prompt_format not in PROMPT_FORMATS:
       raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}; got {prompt_format!r}")
+    if not isinstance(length_grouping, int) or length_grouping < 0:
+      raise ValueError(f"length_grouping must be an integer >= 0, got {length_grouping!r}")
     self.prompt_format = prompt_format
+    self.length_grouping = length_grouping
     self.examples = list(examples)
     self.vocab = vocab
     self.model = model
@@ -222,6 +235,25 @@ class GroupedData:
     members = self._members(example, rng)
     return [self._encode_row(m, example_index, target_choice) for m in members]
 
+  def step_groups(self, step: int) -> list[int]:
+    """The global group indices of step `step`'s batch, in row order (G of them)."""
+    if not self.length_grouping:
+      return list(range(step * self.G, (step + 1) * self.G))
+    window, position = divmod(step, self.length_grouping)
+    return self._window(window)[position]
+
+  @functools.lru_cache(maxsize=4)  # noqa: B019 - the current window and its neighbour
+  def _window(self, window: int) -> list[list[int]]:
+    """The N batches of a window of `length_grouping` steps: its groups sorted by their longest
+    input, cut into batches of G, in a seeded random order."""
+    n = self.length_grouping
+    groups = np.arange(window * n * self.G, (window + 1) * n * self.G)
+    longest = [max(len(r[0]) for r in self.group_rows(int(g))) for g in groups]
+    ordered = groups[np.argsort(longest, kind="stable")]
+    batches = [ordered[i * self.G : (i + 1) * self.G].tolist() for i in range(n)]
+    order = np.random.default_rng([self.seed, window, n]).permutation(n)
+    return [batches[i] for i in order]
+
   def batch(self, step: int, rows: slice | None = None) -> dict[str, np.ndarray]:
     """The batch of training step `step` (a pure function of `(seed, step)`).
 
@@ -231,7 +263,8 @@ class GroupedData:
         its devices hold, `multihost.process_rows`); group ids stay global. Default: all rows.
 
     Returns:
-      input_ids, input_mask: `[B, T]` int32; target_ids, target_mask: `[B, S]` int32;
+      input_ids, input_mask: `[B, T]` int32 (`T` = max_input_length, or with length grouping
+      the bucket of the batch's longest input); target_ids, target_mask: `[B, S]` int32;
       group_ids: `[B]` int32 (0..G-1); is_anchor: `[B]` int32; answer: `[B]` int32 (-1 for
       generative rows); and when any example has options, option_ids / option_mask:
       `[B, O, S_opt]` int32 (padded options have an all-zero mask).
@@ -239,19 +272,25 @@ class GroupedData:
     start, stop, _ = (rows or slice(None)).indices(self.batch_size)
     if stop <= start:
       raise ValueError(f"rows {rows} select no row of the {self.batch_size}-row batch")
+    s = self.shapes
+    groups = self.step_groups(step)
+    length = s.max_input_length
+    if self.length_grouping:
+      # From every row of the batch, not just these: all processes pad to the same length.
+      longest = max(len(r[0]) for g in groups for r in self.group_rows(g))
+      length = batching.bucket_length(longest, s.max_input_length)
     # Only the groups that overlap [start, stop) are built (rows are group-major).
     first, last = start // self.K, (stop - 1) // self.K
     skip, keep = start - first * self.K, stop - start
     selected, group_ids, is_anchor = [], [], []
     for g in range(first, last + 1):
-      for k, row in enumerate(self.group_rows(step * self.G + g)):
+      for k, row in enumerate(self.group_rows(groups[g])):
         selected.append(row)
         group_ids.append(g)
         is_anchor.append(int(k == 0))
     picked = selected[skip : skip + keep]
     group_ids, is_anchor = group_ids[skip : skip + keep], is_anchor[skip : skip + keep]
-    s = self.shapes
-    input_ids, input_mask = _pad([r[0] for r in picked], s.max_input_length)
+    input_ids, input_mask = _pad([r[0] for r in picked], length)
     target_ids, target_mask = _pad([r[1] for r in picked], s.max_target_length)
     batch = {
       "input_ids": input_ids,

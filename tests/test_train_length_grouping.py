@@ -1,0 +1,127 @@
+"""Length-grouped training batches (`GroupedData(length_grouping=N)`, as HF's group_by_length)."""
+
+import jax
+import numpy as np
+import pytest
+import seqio
+from helpers import tiny_t5_config
+
+from robust_prompt import batching, partitioning
+from robust_prompt.data.example import Example
+from robust_prompt.instructions.schema import Instruction
+from robust_prompt.model.prompted_t5 import PromptedT5
+from robust_prompt.model.t5 import T5
+from robust_prompt.train import grouping, objective
+from robust_prompt.train import state as state_lib
+from robust_prompt.train.step import make_train_step
+
+MAX_INPUT = 160
+
+
+def _instruction(i: int) -> Instruction:
+  return Instruction(
+    id=f"ins_{i}",
+    tasks=("toy:*",),
+    template=f"Variant {i}: {{question}}\n{{options}}",
+    options_format="letters",
+    answer_space="letters",
+    split="observed" if i == 0 else "unobserved",
+    source="human",
+  )
+
+
+def _examples(n: int = 24):
+  # Questions from a few to ~120 bytes: batches of similar length exist to be found.
+  return [
+    Example(
+      id=f"toy:mc:{i}",
+      task="toy:mc",
+      fields={"question": "Why " + "so " * (3 * i % 37) + f"{i}?"},
+      options=("yes", "no"),
+      answer=i % 2,
+      correct=(i % 2,),
+    )
+    for i in range(n)
+  ]
+
+
+def _data(length_grouping=0, seed=0, g=2, k=2):
+  return grouping.GroupedData(
+    _examples(),
+    [_instruction(i) for i in range(3)],
+    seqio.ByteVocabulary(),
+    groups_per_batch=g,
+    members_per_group=k,
+    max_input_length=MAX_INPUT,
+    max_target_length=4,
+    seed=seed,
+    length_grouping=length_grouping,
+  )
+
+
+def test_a_window_holds_the_same_groups_sorted_by_length_with_less_padding():
+  plain, grouped, alone = _data(), _data(length_grouping=6), _data(length_grouping=1)
+  for window in range(2):
+    steps = range(6 * window, 6 * window + 6)
+    assert sorted(g for s in steps for g in grouped.step_groups(s)) == [
+      g for s in steps for g in plain.step_groups(s)
+    ]
+    grouped_slots = plain_slots = alone_slots = 0
+    for s in steps:
+      batch = grouped.batch(s)
+      longest = int(batch["input_mask"].sum(1).max())
+      assert batch["input_ids"].shape[1] == batching.bucket_length(longest, MAX_INPUT)
+      grouped_slots += batch["input_mask"].size
+      plain_slots += plain.batch(s)["input_mask"].size
+      alone_slots += alone.batch(s)["input_mask"].size  # buckets, but no sorting across steps
+      # Each group keeps its K members together, the anchor first.
+      np.testing.assert_array_equal(batch["group_ids"], [0, 0, 1, 1])
+      np.testing.assert_array_equal(batch["is_anchor"], [1, 0, 1, 0])
+    assert grouped_slots < alone_slots < plain_slots, (grouped_slots, alone_slots, plain_slots)
+  # Without grouping every batch has the configured length: one compiled step.
+  assert {plain.batch(s)["input_ids"].shape[1] for s in range(12)} == {MAX_INPUT}
+
+
+def test_grouped_batches_are_a_pure_function_of_seed_and_step_and_rows():
+  a, b = _data(length_grouping=4), _data(length_grouping=4)
+  for step in (0, 5, 13):  # 13 * 2 groups > 24 examples: crosses an epoch
+    full = a.batch(step)
+    for key, value in full.items():
+      np.testing.assert_array_equal(value, b.batch(step)[key], err_msg=key)
+      # A process's rows (multi-host) are the same rows, padded to the same length.
+      halves = [a.batch(step, slice(0, 2))[key], a.batch(step, slice(2, 4))[key]]
+      np.testing.assert_array_equal(np.concatenate(halves), value, err_msg=key)
+  orders = {tuple(_data(length_grouping=4, seed=s).step_groups(0)) for s in range(4)}
+  assert len(orders) > 1
+  with pytest.raises(ValueError, match="length_grouping must be an integer >= 0"):
+    _data(length_grouping=-1)
+
+
+def test_the_train_step_runs_on_batches_of_several_lengths():
+  config = tiny_t5_config(d_ff=24, num_encoder_layers=1, num_decoder_layers=1)
+  mesh = partitioning.make_mesh(1, 1, jax.devices()[:1])
+  params = partitioning.init_sharded(T5(config), config, mesh)
+  data = _data(length_grouping=6)
+  tx = state_lib.make_optimizer("adam", 0.1)
+  state, state_sh = state_lib.create_state(
+    jax.random.PRNGKey(0), tx, 2, config.d_model, None, mesh, partitioning.DEFAULT_RULES
+  )
+  step = make_train_step(
+    model=PromptedT5(config),
+    tx=tx,
+    loss_config=objective.LossConfig(lambda_sim=0.5, lambda_kl=0.5),
+    mesh=mesh,
+    rules=partitioning.DEFAULT_RULES,
+    state_shardings=state_sh,
+    frozen_shardings=jax.tree.map(lambda x: x.sharding, params),
+    example_batch=data.batch(0),
+    num_groups=data.G,
+  )
+  lengths = set()
+  for s in range(6):
+    batch = data.batch(s)
+    lengths.add(batch["input_ids"].shape[1])
+    state, metrics = step(state, params, batch, jax.random.PRNGKey(1))
+    jax.block_until_ready(state)
+    assert np.isfinite(float(metrics["loss"]))
+  assert len(lengths) >= 2 and int(state.step) == 6
