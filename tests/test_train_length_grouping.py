@@ -11,9 +11,8 @@ from robust_prompt.data.example import Example
 from robust_prompt.instructions.schema import Instruction
 from robust_prompt.model.prompted_t5 import PromptedT5
 from robust_prompt.model.t5 import T5
-from robust_prompt.train import grouping, objective
+from robust_prompt.train import grouping, loop, objective
 from robust_prompt.train import state as state_lib
-from robust_prompt.train.step import make_train_step
 
 MAX_INPUT = 160
 
@@ -97,31 +96,41 @@ def test_grouped_batches_are_a_pure_function_of_seed_and_step_and_rows():
     _data(length_grouping=-1)
 
 
-def test_the_train_step_runs_on_batches_of_several_lengths():
+def test_training_compiles_each_length_once_ahead(tmp_path):
+  """`loop.train` on length-grouped batches: one compiled step per length bucket of a window,
+  compiled ahead (none twice). Resuming needs nothing more: batches are pure in (seed, step)."""
   config = tiny_t5_config(d_ff=24, num_encoder_layers=1, num_decoder_layers=1)
   mesh = partitioning.make_mesh(1, 1, jax.devices()[:1])
   params = partitioning.init_sharded(T5(config), config, mesh)
-  data = _data(length_grouping=6)
-  tx = state_lib.make_optimizer("adam", 0.1)
-  state, state_sh = state_lib.create_state(
-    jax.random.PRNGKey(0), tx, 2, config.d_model, None, mesh, partitioning.DEFAULT_RULES
-  )
-  step = make_train_step(
-    model=PromptedT5(config),
-    tx=tx,
-    loss_config=objective.LossConfig(lambda_sim=0.5, lambda_kl=0.5),
-    mesh=mesh,
-    rules=partitioning.DEFAULT_RULES,
-    state_shardings=state_sh,
-    frozen_shardings=jax.tree.map(lambda x: x.sharding, params),
-    example_batch=data.batch(0),
-    num_groups=data.G,
-  )
-  lengths = set()
-  for s in range(6):
-    batch = data.batch(s)
-    lengths.add(batch["input_ids"].shape[1])
-    state, metrics = step(state, params, batch, jax.random.PRNGKey(1))
-    jax.block_until_ready(state)
-    assert np.isfinite(float(metrics["loss"]))
-  assert len(lengths) >= 2 and int(state.step) == 6
+
+  def run(model_dir, num_steps):
+    tx = state_lib.make_optimizer("adam", 0.1)
+    return loop.train(
+      model=PromptedT5(config),
+      frozen_params=params,
+      data=_data(length_grouping=6),
+      model_dir=str(model_dir),
+      mesh=mesh,
+      num_steps=num_steps,
+      prompt_length=2,
+      optimizer=tx,
+      loss_config=objective.LossConfig(lambda_sim=0.5, lambda_kl=0.5),
+      save_every=2,
+      log_every=1,
+      progress=False,
+    )
+
+  compiles = []
+
+  def on_event(event, duration, fun_name=None, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration" and "train_step" in str(fun_name):
+      compiles.append(fun_name)
+
+  jax.monitoring.register_event_duration_secs_listener(on_event)
+  try:
+    straight = run(tmp_path / "straight", 6)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(on_event)
+  lengths = {_data(length_grouping=6).input_length(s) for s in range(6)}
+  assert len(lengths) >= 2 and len(compiles) == len(lengths), (compiles, lengths)
+  assert straight.step == 6 and np.isfinite(straight.metrics["loss"])

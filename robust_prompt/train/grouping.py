@@ -242,6 +242,14 @@ class GroupedData:
     window, position = divmod(step, self.length_grouping)
     return self._window(window)[position]
 
+  def input_length(self, step: int) -> int:
+    """`T` of step `step`'s batch: `max_input_length`, or with length grouping the bucket of
+    the batch's longest input (over all its rows: every process pads to the same length)."""
+    if not self.length_grouping:
+      return self.shapes.max_input_length
+    longest = max(len(r[0]) for g in self.step_groups(step) for r in self.group_rows(g))
+    return batching.bucket_length(longest, self.shapes.max_input_length)
+
   @functools.lru_cache(maxsize=4)  # noqa: B019 - the current window and its neighbour
   def _window(self, window: int) -> list[list[int]]:
     """The N batches of a window of `length_grouping` steps: its groups sorted by their longest
@@ -274,11 +282,7 @@ class GroupedData:
       raise ValueError(f"rows {rows} select no row of the {self.batch_size}-row batch")
     s = self.shapes
     groups = self.step_groups(step)
-    length = s.max_input_length
-    if self.length_grouping:
-      # From every row of the batch, not just these: all processes pad to the same length.
-      longest = max(len(r[0]) for g in groups for r in self.group_rows(g))
-      length = batching.bucket_length(longest, s.max_input_length)
+    length = self.input_length(step)
     # Only the groups that overlap [start, stop) are built (rows are group-major).
     first, last = start // self.K, (stop - 1) // self.K
     skip, keep = start - first * self.K, stop - start

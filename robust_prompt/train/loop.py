@@ -21,7 +21,7 @@ import optax
 import tqdm
 from jax.sharding import Mesh
 
-from robust_prompt import multihost, partitioning
+from robust_prompt import compile_ahead, multihost, partitioning
 from robust_prompt.model import soft_prompt as prompt_lib
 from robust_prompt.model.prompted import PromptedModel
 from robust_prompt.train import checkpointing, metrics_log
@@ -170,9 +170,13 @@ def train(
     disable=not progress or not multihost.is_main_process(),
     leave=False,
   )
+  ahead = _WindowAhead(
+    step_fn, (state, frozen_params, step_rng), global_shapes, mesh, rules, data, num_steps
+  )
   t0, steps_done = time.perf_counter(), 0
   try:
     for step in range(start, num_steps):
+      ahead.wait(step)
       state, metrics = step_fn(state, frozen_params, batch, step_rng)
       # Build the next batch on the host while the device runs this step.
       if step + 1 < num_steps:
@@ -206,6 +210,56 @@ def train(
   if write_config is not None:
     _write_text(os.path.join(model_dir, CONFIG_FILE), write_config())
   return TrainResult(final, int(jax.device_get(state.step)), last, model_dir, latest)
+
+
+class _WindowAhead:
+  """With length grouping, the steps of a window come in a few input lengths, each one more
+  compiled step: those of the window compile ahead in background threads (`compile_ahead`)
+  while the first steps run. Without it there is one shape, compiled by the first call."""
+
+  def __init__(self, step_fn, args, global_shapes, mesh, rules, data, num_steps):
+    def spec(x):
+      return jax.ShapeDtypeStruct(
+        x.shape, x.dtype, sharding=x.sharding, weak_type=getattr(x, "weak_type", False)
+      )
+
+    # Abstract: the state's arrays are donated to each step, the lowering must not touch them.
+    # The batch as `place_batch` puts it on the mesh: another sharding is another program.
+    self._args = jax.tree.map(spec, args)
+    self._batch = {
+      k: jax.ShapeDtypeStruct(
+        v.shape, v.dtype, sharding=multihost.batch_sharding(mesh, v.ndim, rules)
+      )
+      for k, v in global_shapes.items()
+    }
+    self._step_fn = step_fn
+    self._keys: dict[int, tuple] = {}
+    self.data, self.num_steps = data, num_steps
+
+  def wait(self, step: int) -> None:
+    """Called before step `step` runs: submits its window's lengths when it starts one, and
+    waits for the program of its own length."""
+    n = self.data.length_grouping
+    if not n:
+      return
+    if step % n == 0 or not self._keys:
+      for s in range(step, min(self.num_steps, (step // n + 1) * n)):
+        self._submit(self.data.input_length(s))
+    compile_ahead.wait(self._keys.get(self.data.input_length(step)))
+
+  def _submit(self, length: int) -> None:
+    if length in self._keys:
+      return
+    state, frozen, rng = self._args
+    batch = {
+      k: v.update(shape=(v.shape[0], length, *v.shape[2:]))
+      if k in ("input_ids", "input_mask")
+      else v
+      for k, v in self._batch.items()
+    }
+    key = ("train_step", self._step_fn, length)
+    compile_ahead.submit(key, lambda: self._step_fn.lower(state, frozen, batch, rng))
+    self._keys[length] = key
 
 
 def _write_text(path: str, text: str) -> None:
