@@ -127,7 +127,8 @@ def make_decoder_batches(
   return batches
 
 
-def run_ours(loaded, mesh, batches, prompt_length, steps, lr):
+def our_step(loaded, mesh, prompt_length, lr, example_batch, num_groups):
+  """Our train state and jitted step (Adam, plain prompt tuning), as `loop.train` makes them."""
   import jax
 
   from robust_prompt import partitioning
@@ -149,9 +150,18 @@ def run_ours(loaded, mesh, batches, prompt_length, steps, lr):
     rules=rules,
     state_shardings=shardings,
     frozen_shardings=jax.tree.map(lambda x: x.sharding, loaded.params),
-    example_batch=batches[0],
-    num_groups=len(batches[0]["group_ids"]),
+    example_batch=example_batch,
+    num_groups=num_groups,
   )
+  return state, step
+
+
+def run_ours(loaded, mesh, batches, prompt_length, steps, lr):
+  import jax
+
+  from robust_prompt.model import prompted
+
+  state, step = our_step(loaded, mesh, prompt_length, lr, batches[0], len(batches[0]["group_ids"]))
   flops = step_flops(
     prompted.for_config(loaded.config), loaded.params, batches[0], state.params["prompt"]
   )
@@ -326,39 +336,28 @@ def grouped_data(vocab, model, num_examples: int, batch_size: int, steps: int, m
 
 
 def run_ours_grouped(loaded, mesh, data, prompt_length, steps, lr):
-  """Our length-grouped steps, as `robust-prompt train` runs them (one step per batch, a
-  compilation per new length bucket): the first pass over the steps (cold), then the same steps
-  again (warm). Returns (cold seconds, warm steps/s, buckets, input slots, real tokens)."""
+  """Our length-grouped steps as `robust-prompt train` runs them (`loop.train`'s step, and its
+  `WindowAhead`: the window's length buckets compiled in background threads while the first
+  steps run): the first pass over the steps (cold), then the same steps again (warm).
+  Returns (cold seconds, warm steps/s, buckets, input slots, real tokens, last loss)."""
   import jax
 
   from robust_prompt import partitioning
-  from robust_prompt.model import prompted
-  from robust_prompt.train import objective
-  from robust_prompt.train import state as state_lib
-  from robust_prompt.train.step import make_train_step
+  from robust_prompt.train import loop
 
-  rules = partitioning.DEFAULT_RULES
-  tx = state_lib.make_optimizer("adam", lr)
-  state, shardings = state_lib.create_state(
-    jax.random.PRNGKey(0), tx, prompt_length, loaded.config.d_model, None, mesh, rules
-  )
   batches = [data.batch(s) for s in range(steps)]
-  step = make_train_step(
-    model=prompted.for_config(loaded.config),
-    tx=tx,
-    loss_config=objective.LossConfig(),
-    mesh=mesh,
-    rules=rules,
-    state_shardings=shardings,
-    frozen_shardings=jax.tree.map(lambda x: x.sharding, loaded.params),
-    example_batch=batches[0],
-    num_groups=data.G,
+  state, step = our_step(loaded, mesh, prompt_length, lr, batches[0], data.G)
+  shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batches[0].items()}
+  rng = jax.random.PRNGKey(0)
+  ahead = loop.WindowAhead(
+    step, (state, loaded.params, rng), shapes, mesh, partitioning.DEFAULT_RULES, data, steps
   )
   rng = jax.random.PRNGKey(0)
   times = []
   for _ in range(2):
     start = time.perf_counter()
-    for batch in batches:
+    for s, batch in enumerate(batches):
+      ahead.wait(s)
       state, metrics = step(state, loaded.params, batch, rng)
       jax.block_until_ready(state)
     times.append(time.perf_counter() - start)

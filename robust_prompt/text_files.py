@@ -1,4 +1,4 @@
-"""Reading UTF-8 text files with errors that say where: `file:line: not UTF-8 ...`.
+"""Reading UTF-8 text files (and their CSV records) with errors that say where: `file:line: ...`.
 
 Python's own `UnicodeDecodeError` gives a byte offset into the whole file ("position 48213"),
 which is useless for a 10,000-line CSV; the loaders and report readers use `read_text` instead.
@@ -6,8 +6,11 @@ which is useless for a 10,000-line CSV; the loaders and report readers use `read
 
 from __future__ import annotations
 
+import csv
 import os
 import pathlib
+from collections.abc import Iterator
+from typing import Any
 
 
 def location(data: bytes, offset: int) -> tuple[int, int]:
@@ -40,3 +43,23 @@ def read_text(
   """The whole file at `path` decoded as UTF-8 (see `decode`); newlines are left as they are."""
   path = pathlib.Path(path)
   return decode(path.read_bytes(), str(path), error=error, bom=bom)
+
+
+def csv_records(
+  reader: Any, path: str | os.PathLike, *, error: type[Exception] = ValueError
+) -> Iterator:
+  """The records of `reader`, a `csv.reader` or `csv.DictReader` over the text of `path`.
+
+  `reader.line_num` is the line a record ends on while it is being handled.
+
+  Raises:
+    error: `path:line: malformed CSV (...)` at the line where the csv module gave up.
+  """
+  while True:
+    try:
+      record = next(reader)
+    except StopIteration:
+      return
+    except csv.Error as e:
+      raise error(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+    yield record

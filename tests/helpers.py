@@ -30,6 +30,16 @@ OBSERVED_LETTERS = {
   "split": "observed",
   "source": "flan_v2",
 }
+# Its BIG-bench counterpart: the input, then the options one a line, answered by the option's text.
+OBSERVED_BIGBENCH = {
+  "id": "bb_obs",
+  "tasks": ["bigbench:*"],
+  "template": "{input}\n{options}",
+  "options_format": "newline",
+  "answer_space": "option_text",
+  "split": "observed",
+  "source": "flan_v2",
+}
 
 
 # -- examples and files ----------------------------------------------------------------------------
@@ -150,6 +160,32 @@ def assert_needs_size_file(path: pathlib.Path) -> None:
   gin.parse_config_file(str(path))
   with pytest.raises(ValueError, match="size file"):
     gin.query_parameter("%MODEL_CONFIG").scoped_configurable_fn()
+
+
+# -- models ----------------------------------------------------------------------------------------
+
+
+def tiny_t5_config(**overrides: Any):
+  """A `T5Config` small enough for any unit test: these defaults, `overrides` over them.
+
+  The defaults: 300 token ids (the 259 of `seqio.ByteVocabulary` fit), `d_model=16`, 4 heads of
+  4, `d_ff=32`, 2 encoder and 2 decoder layers, 8 relative-position buckets up to distance 16; the
+  rest is `T5Config`'s own (T5 1.1: gated-GELU, an untied output layer).
+  """
+  from robust_prompt.model.config import T5Config
+
+  defaults = dict(
+    vocab_size=300,
+    d_model=16,
+    num_heads=4,
+    head_dim=4,
+    d_ff=32,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    relative_attention_num_buckets=8,
+    relative_attention_max_distance=16,
+  )
+  return T5Config(**(defaults | overrides))
 
 
 def num_params(module: Any) -> int:

@@ -6,27 +6,15 @@ import jax
 import numpy as np
 import pytest
 import seqio
+from helpers import tiny_t5_config
 from jax.sharding import PartitionSpec as P
 
 from robust_prompt import partitioning
 from robust_prompt.checkpoints import orbax_io, resolve
-from robust_prompt.model.config import T5Config
 from robust_prompt.model.t5 import T5
 
 # Divisible by the 4-way model axis everywhere (vocab, heads * head_dim, d_ff).
-CONFIG = T5Config(
-  vocab_size=512,
-  d_model=16,
-  num_heads=4,
-  head_dim=4,
-  d_ff=32,
-  num_encoder_layers=2,
-  num_decoder_layers=2,
-  relative_attention_num_buckets=8,
-  relative_attention_max_distance=16,
-  feed_forward_proj="gated-gelu",
-  tie_word_embeddings=False,
-)
+CONFIG = tiny_t5_config(vocab_size=512)
 
 
 @pytest.fixture(scope="module")

@@ -6,24 +6,20 @@ import jax
 import msgpack
 import numpy as np
 import pytest
+from helpers import tiny_t5_config
 
 from robust_prompt.checkpoints import resolve, t5x
 from robust_prompt.checkpoints.hf_names import CheckpointMismatchError, tree_to_hf_state_dict
-from robust_prompt.model.config import T5Config
 
-# The architecture of ../shared/fixtures/t5x_t5_1_1_tiny (see ../shared/README.md).
-TINY_T5X = T5Config(
+# The architecture of ../shared/fixtures/t5x_t5_1_1_tiny (see ../shared/README.md): T5 1.1.
+TINY_T5X = tiny_t5_config(
   vocab_size=32128,
   d_model=4,
   num_heads=2,
   head_dim=2,
   d_ff=8,
-  num_encoder_layers=2,
-  num_decoder_layers=2,
   relative_attention_num_buckets=4,
   relative_attention_max_distance=8,
-  feed_forward_proj="gated-gelu",
-  tie_word_embeddings=False,
 )
 
 

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from helpers import OBSERVED_LETTERS, write_jsonl
+from helpers import OBSERVED_BIGBENCH, OBSERVED_LETTERS, write_jsonl
 
 MMLU_INSTRUCTIONS = [
   OBSERVED_LETTERS,
@@ -18,15 +18,7 @@ MMLU_INSTRUCTIONS = [
   },
 ]
 BB_INSTRUCTIONS = [
-  {
-    "id": "bb_obs",
-    "tasks": ["bigbench:*"],
-    "template": "{input}\n{options}",
-    "options_format": "newline",
-    "answer_space": "option_text",
-    "split": "observed",
-    "source": "flan_v2",
-  },
+  OBSERVED_BIGBENCH,
   {
     "id": "bb_unobs",
     "tasks": ["bigbench:*"],

@@ -1,16 +1,11 @@
 """Greedy decoding with a KV cache: identical tokens to HF `generate(do_sample=False)`."""
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_tiny_hf_t5
-from safetensors.numpy import load_file
+from conftest import load_tiny_hf_t5, make_tiny_hf_t5
 
-from robust_prompt.checkpoints.hf_names import hf_state_dict_to_tree
-from robust_prompt.model.config import T5Config
 from robust_prompt.model.prompted_t5 import PromptedT5
 from robust_prompt.model.t5 import T5
 
@@ -23,10 +18,8 @@ MAX_LEN = 10
 @pytest.fixture(scope="module", params=["t5_1_0", "t5_1_1"])
 def tiny(request, tmp_path_factory):
   out = make_tiny_hf_t5(tmp_path_factory.mktemp(f"dec_{request.param}"), request.param, None)
-  config = T5Config.from_hf_dict(json.loads((out / "config.json").read_text()))
-  tree = hf_state_dict_to_tree(load_file(out / "model.safetensors"), config)
-  hf = transformers.T5ForConditionalGeneration.from_pretrained(out).eval()
-  return config, tree, hf
+  config, tree, _ = load_tiny_hf_t5(out)
+  return config, tree, transformers.T5ForConditionalGeneration.from_pretrained(out).eval()
 
 
 def greedy(config, params, ids, mask, steps, prompt=None):

@@ -6,19 +6,10 @@ import pathlib
 
 import numpy as np
 import pytest
-from conftest import make_tiny_hf_t5
+from helpers import OBSERVED_BIGBENCH, OBSERVED_LETTERS, write_jsonl
 
 INSTRUCTIONS = [
-  {
-    "id": "mmlu_obs_letters",
-    "tasks": ["mmlu:*"],
-    "template": "{question}\n{options}\nAnswer:",
-    "options_format": "letters",
-    "answer_space": "letters",
-    "split": "observed",
-    "source": "flan_v2",
-    "seen_by": ["flan-t5"],
-  },
+  dict(OBSERVED_LETTERS, id="mmlu_obs_letters", seen_by=["flan-t5"]),
   {
     "id": "mmlu_unobs_text",
     "tasks": ["mmlu:*"],
@@ -28,15 +19,7 @@ INSTRUCTIONS = [
     "split": "unobserved",
     "source": "human",
   },
-  {
-    "id": "bb_obs_text",
-    "tasks": ["bigbench:*"],
-    "template": "{input}\n{options}",
-    "options_format": "newline",
-    "answer_space": "option_text",
-    "split": "observed",
-    "source": "flan_v2",
-  },
+  dict(OBSERVED_BIGBENCH, id="bb_obs_text"),
   {
     "id": "bb_unobs_inline",
     "tasks": ["bigbench:*"],
@@ -49,22 +32,11 @@ INSTRUCTIONS = [
 ]
 
 
-def write_instructions(path: pathlib.Path, records=INSTRUCTIONS) -> pathlib.Path:
-  path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-  return path
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, spiece_path):
-  """One tiny T5 1.1 (the engine tests that do not compare architectures use only this one)."""
-  return make_tiny_hf_t5(tmp_path_factory.mktemp("tiny_eval"), "t5_1_1", spiece_path)
-
-
 @pytest.fixture(scope="module")
 def instructions(tmp_path_factory):
   from robust_prompt.instructions.io import load_instructions
 
-  path = write_instructions(tmp_path_factory.mktemp("instr") / "instr.jsonl")
+  path = write_jsonl(tmp_path_factory.mktemp("instr") / "instr.jsonl", INSTRUCTIONS)
   return load_instructions([path])
 
 

@@ -108,20 +108,28 @@ def test_missing_paths_and_empty_dirs(tmp_path):
     load_instructions([tmp_path])
 
 
+def _p3_instruction(template: str, **fields) -> Instruction:
+  """An instruction as the PromptSource importer makes them: observed, from P3, seen by T0."""
+  return helpers.instruction(template, split="observed", source="p3", seen_by=("t0",), **fields)
+
+
+def _write_and_load(instruction: Instruction, path: pathlib.Path) -> Instruction:
+  """`instruction` written alone to `path`, then loaded back from it."""
+  assert write_instructions([instruction], path) == 1
+  (back,) = load_instructions([path])
+  return back
+
+
 def test_write_read_round_trip_and_applies_to(tmp_path):
-  instruction = helpers.instruction(
+  instruction = _p3_instruction(
     "Passage {{braces}}: {input}\n{options}",
     id="p3_x_1",
     tasks=("bigbench:bbq_lite_json", "bigbench:bbq_lite_json:*"),
     options_format="numbers",
     answer_space="numbers",
-    split="observed",
-    source="p3",
-    seen_by=("t0",),
   )
   path = tmp_path / "out" / "x.jsonl"
-  assert write_instructions([instruction], path) == 1
-  (back,) = load_instructions([path])
+  back = _write_and_load(instruction, path)
   assert dataclasses_equal_but_provenance(back, instruction)
   assert back.file == str(path) and back.line == 1
   assert back.applies_to("bigbench:bbq_lite_json")
@@ -179,18 +187,13 @@ def test_empty_instruction_file_is_an_error(tmp_path, content):
 
 
 def test_origin_round_trips_and_must_be_a_string(tmp_path):
-  instruction = helpers.instruction(
+  instruction = _p3_instruction(
     "{question}\n{options}",
     id="p3_x_2",
     options_format="dash_letters",
-    split="observed",
-    source="p3",
-    seen_by=("t0",),
     origin="promptsource:x:uuid (name)",
   )
-  path = tmp_path / "o.jsonl"
-  write_instructions([instruction], path)
-  (back,) = load_instructions([path])
+  back = _write_and_load(instruction, tmp_path / "o.jsonl")
   assert back.origin == "promptsource:x:uuid (name)"
   assert back.to_json_dict() == instruction.to_json_dict()
   assert "origin" not in dataclasses_replace_origin(instruction).to_json_dict()

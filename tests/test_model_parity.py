@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_tiny_hf_t5
-from safetensors.numpy import load_file, save_file
+from conftest import load_tiny_hf_t5, make_tiny_hf_t5
+from safetensors.numpy import save_file
 
 from robust_prompt.checkpoints.hf_names import (
   CheckpointMismatchError,
@@ -26,10 +26,18 @@ transformers = pytest.importorskip("transformers")
 def tiny(request, tmp_path_factory):
   """(config, params tree, HF torch model, raw state dict) of a random tiny saved HF T5."""
   out = make_tiny_hf_t5(tmp_path_factory.mktemp(f"parity_{request.param}"), request.param, None)
-  config = T5Config.from_hf_dict(json.loads((out / "config.json").read_text()))
-  sd = load_file(out / "model.safetensors")
-  hf = transformers.T5ForConditionalGeneration.from_pretrained(out).eval()
-  return config, hf_state_dict_to_tree(sd, config), hf, sd
+  config, tree, sd = load_tiny_hf_t5(out)
+  return config, tree, transformers.T5ForConditionalGeneration.from_pretrained(out).eval(), sd
+
+
+def _hf_logits(hf, ids, mask, dec):
+  """The PyTorch reference: `hf`'s teacher-forced logits `[B, S, V]` (numpy)."""
+  with torch.no_grad():
+    return hf(
+      input_ids=torch.tensor(ids, dtype=torch.long),
+      attention_mask=torch.tensor(mask),
+      decoder_input_ids=torch.tensor(dec, dtype=torch.long),
+    ).logits.numpy()
 
 
 def _batch(seed=0, b=3, t=11, s=7):
@@ -80,12 +88,7 @@ def test_from_hf_dict_fields():
 def test_logits_match_pytorch(tiny):
   config, tree, hf, _ = tiny
   ids, mask, dec = _batch()
-  with torch.no_grad():
-    ref = hf(
-      input_ids=torch.tensor(ids, dtype=torch.long),
-      attention_mask=torch.tensor(mask),
-      decoder_input_ids=torch.tensor(dec, dtype=torch.long),
-    ).logits.numpy()
+  ref = _hf_logits(hf, ids, mask, dec)
   model = T5(config)
   logits = jax.jit(model.apply)({"params": tree}, ids, mask, dec)
   assert logits.dtype == jnp.float32 and logits.shape == ref.shape
@@ -137,12 +140,7 @@ def test_exported_state_dict_loads_in_transformers(tiny, tmp_path):
   (tmp_path / "config.json").write_text(json.dumps(config.to_hf_dict()))
   hf = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path).eval()
   ids, mask, dec = _batch(3)
-  with torch.no_grad():
-    ref = hf(
-      input_ids=torch.tensor(ids, dtype=torch.long),
-      attention_mask=torch.tensor(mask),
-      decoder_input_ids=torch.tensor(dec, dtype=torch.long),
-    ).logits.numpy()
+  ref = _hf_logits(hf, ids, mask, dec)
   ours = jax.jit(T5(config).apply)({"params": tree}, ids, mask, dec)
   np.testing.assert_allclose(np.asarray(ours), ref, atol=1e-4, rtol=0)
   # Loading back, with only one copy of the tied embedding present, gives the same tree.

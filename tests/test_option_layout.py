@@ -1,19 +1,14 @@
 """Options scored in one shared-start decoder row equal each option scored in a row of its own;
 absorbed cross-attention equals projected keys/values."""
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_tiny_hf_t5
-from safetensors.numpy import load_file
+from conftest import load_tiny_hf_t5, make_tiny_hf_t5
 
-from robust_prompt.checkpoints.hf_names import hf_state_dict_to_tree
 from robust_prompt.model import option_layout
 from robust_prompt.model.attention import MultiHeadAttention, absorbed_is_cheaper, mask_to_bias
-from robust_prompt.model.config import T5Config
 from robust_prompt.model.layers import Dense
 from robust_prompt.model.scoring import option_log_probs, score_with_encoded
 from robust_prompt.model.t5 import T5
@@ -22,8 +17,8 @@ from robust_prompt.model.t5 import T5
 @pytest.fixture(scope="module", params=["t5_1_0", "t5_1_1"])
 def tiny(request, tmp_path_factory):
   out = make_tiny_hf_t5(tmp_path_factory.mktemp(f"layout_{request.param}"), request.param, None)
-  config = T5Config.from_hf_dict(json.loads((out / "config.json").read_text()))
-  return config, hf_state_dict_to_tree(load_file(out / "model.safetensors"), config)
+  config, tree, _ = load_tiny_hf_t5(out)
+  return config, tree
 
 
 def test_shared_start_layout_structure():

@@ -4,24 +4,17 @@ import jax
 import numpy as np
 import pytest
 from flax.core import meta
+from helpers import tiny_t5_config
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from robust_prompt import partitioning
-from robust_prompt.model.config import T5Config
 from robust_prompt.model.t5 import T5
 
-CONFIG = T5Config(
-  vocab_size=256,
-  d_model=32,
-  num_heads=4,
-  head_dim=8,
-  d_ff=64,
-  num_encoder_layers=1,
-  num_decoder_layers=2,
-  relative_attention_num_buckets=8,
+CONFIG = tiny_t5_config(
+  vocab_size=256, d_model=32, head_dim=8, d_ff=64, num_encoder_layers=1,
   relative_attention_max_distance=20,
-)
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

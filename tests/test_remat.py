@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import tiny_t5_config
 
 from robust_prompt import aot, partitioning
 from robust_prompt.checkpoints import orbax_io, resolve
@@ -22,10 +23,7 @@ from robust_prompt.model.config import T5Config
 from robust_prompt.model.decoder_config import DecoderConfig
 from robust_prompt.train import objective
 
-T5_TINY = T5Config(
-  vocab_size=64, d_model=16, num_heads=4, head_dim=4, d_ff=32, num_encoder_layers=2,
-  num_decoder_layers=2, relative_attention_num_buckets=8, relative_attention_max_distance=16,
-)  # fmt: skip
+T5_TINY = tiny_t5_config(vocab_size=64)
 DECODER_TINY = DecoderConfig(
   vocab_size=64, d_model=16, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=4, d_ff=32,
   max_position_embeddings=128, bos_token_id=1, eos_token_id=2, pad_token_id=0,

@@ -1,17 +1,13 @@
 """Teacher-forced scoring equals PyTorch's per-example summed log-likelihood of the labels."""
 
 import functools
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_tiny_hf_t5
-from safetensors.numpy import load_file
+from conftest import load_tiny_hf_t5, make_tiny_hf_t5
 
-from robust_prompt.checkpoints.hf_names import hf_state_dict_to_tree
-from robust_prompt.model.config import T5Config
 from robust_prompt.model.prompted_t5 import PromptedT5
 from robust_prompt.model.scoring import score_with_encoded, shift_right, token_log_probs
 from robust_prompt.model.t5 import T5
@@ -23,10 +19,8 @@ transformers = pytest.importorskip("transformers")
 @pytest.fixture(scope="module", params=["t5_1_0", "t5_1_1"])
 def tiny(request, tmp_path_factory):
   out = make_tiny_hf_t5(tmp_path_factory.mktemp(f"score_{request.param}"), request.param, None)
-  config = T5Config.from_hf_dict(json.loads((out / "config.json").read_text()))
-  tree = hf_state_dict_to_tree(load_file(out / "model.safetensors"), config)
-  hf = transformers.T5ForConditionalGeneration.from_pretrained(out).eval()
-  return config, tree, hf
+  config, tree, _ = load_tiny_hf_t5(out)
+  return config, tree, transformers.T5ForConditionalGeneration.from_pretrained(out).eval()
 
 
 def score_targets(model, params, ids, mask, targets, target_mask):

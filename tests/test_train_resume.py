@@ -7,28 +7,18 @@ import jax
 import numpy as np
 import pytest
 import seqio
+from helpers import tiny_t5_config
 
 from robust_prompt import partitioning
 from robust_prompt.data.example import Example
 from robust_prompt.instructions.schema import Instruction
 from robust_prompt.model import soft_prompt as prompt_lib
-from robust_prompt.model.config import T5Config
 from robust_prompt.model.prompted_t5 import PromptedT5
 from robust_prompt.model.t5 import T5
 from robust_prompt.train import checkpointing, grouping, loop, metrics_log, objective
 from robust_prompt.train import state as state_lib
 
-TINY = T5Config(
-  vocab_size=300,
-  d_model=8,
-  num_heads=2,
-  head_dim=4,
-  d_ff=16,
-  num_encoder_layers=1,
-  num_decoder_layers=1,
-  relative_attention_num_buckets=8,
-  relative_attention_max_distance=16,
-)
+TINY = tiny_t5_config(d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1)
 
 
 def fresh_run(model_dir, num_steps, seed=0, keep=3):

@@ -100,13 +100,7 @@ def load_csv(path: str | os.PathLike, subject: str | None = None) -> list[Exampl
   text = text_files.read_text(path, error=DataError)
   reader = csv.reader(io.StringIO(text, newline=""))
   start = 1
-  while True:
-    try:
-      row = next(reader)
-    except StopIteration:
-      break
-    except csv.Error as e:
-      raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+  for row in text_files.csv_records(reader, path, error=DataError):
     line, start = start, reader.line_num + 1  # a quoted field may span several lines
     if not row or (len(row) == 1 and not row[0].strip()):
       continue

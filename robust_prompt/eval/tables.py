@@ -240,13 +240,7 @@ def read_per_instruction_csv(
   rows: list[dict[str, Any]] = []
   seen: dict[tuple[str, str, str], int] = {}  # key -> index into rows
   repeats: dict[int, list[dict[str, Any]]] = {}  # row index -> its later copies
-  while True:
-    try:
-      raw = next(reader)
-    except StopIteration:
-      break
-    except csv.Error as e:
-      raise TableError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+  for raw in text_files.csv_records(reader, path, error=TableError):
     where = f"{path}:{reader.line_num}"  # the record's last line (they are one line, but quoted)
     row = _per_instruction_row(raw, header, where)
     row["line"] = reader.line_num

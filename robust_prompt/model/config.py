@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Self
 
 import jax.numpy as jnp
 
@@ -19,7 +19,10 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 
 
 class JsonConfig:
-  """Our JSON form of a frozen config dataclass (shared by the model families' configs)."""
+  """What the model families' frozen config dataclasses share: our JSON form, dtypes, checks.
+
+  A subclass has `dtype` and `param_dtype` fields (names in `_DTYPES`).
+  """
 
   # Options of a run rather than of the model (the numbers do not depend on them): checkpoints
   # leave them out (`to_json(runtime=False)`), so a run's gin decides them, not the weights.
@@ -53,6 +56,53 @@ class JsonConfig:
       with open(path, "w") as f:
         f.write(text)
     return text
+
+  @staticmethod
+  def _read_json(path_or_text: str | os.PathLike) -> dict[str, Any]:
+    """The dict of a JSON config: a path, or the JSON text itself (a ValueError if not JSON)."""
+    text = str(path_or_text)
+    where = "<json text>"
+    if not text.lstrip().startswith("{"):
+      with open(path_or_text) as f:
+        text = f.read()
+      where = str(path_or_text)
+    try:
+      return json.loads(text)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{where}: line {e.lineno}: not valid JSON: {e.msg}") from e
+
+  def _check_dtypes_and_sizes(self, sizes: Sequence[str], unset_hint: str) -> None:
+    """Raises ValueError unless the dtypes are known and every field in `sizes` is a positive int.
+
+    Args:
+      sizes: names of fields that must be positive ints.
+      unset_hint: added to the error when a size holds no value at all (gin's %gin.REQUIRED
+        sentinel of a family file); `{name}` in it stands for the field's name.
+    """
+    cls = type(self).__name__
+    for name in ("dtype", "param_dtype"):
+      if getattr(self, name) not in _DTYPES:
+        raise ValueError(
+          f"{cls}.{name}={getattr(self, name)!r} is not supported; use one of {sorted(_DTYPES)}"
+        )
+    for name in sizes:
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        hint = "" if isinstance(value, (int, float, str)) else unset_hint.format(name=name)
+        raise ValueError(f"{cls}.{name} must be a positive int, got {value!r}{hint}")
+
+  @property
+  def jnp_dtype(self) -> Any:
+    """Activation dtype as a jnp dtype."""
+    return _DTYPES[self.dtype]
+
+  @property
+  def jnp_param_dtype(self) -> Any:
+    """Parameter dtype as a jnp dtype."""
+    return _DTYPES[self.param_dtype]
+
+  def replace(self, **changes: Any) -> Self:
+    return dataclasses.replace(self, **changes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,32 +144,22 @@ class T5Config(JsonConfig):
         f"T5Config.feed_forward_proj={self.feed_forward_proj!r} is not supported; "
         f"use one of {FEED_FORWARD_PROJS}"
       )
-    for name in ("dtype", "param_dtype"):
-      if getattr(self, name) not in _DTYPES:
-        raise ValueError(
-          f"T5Config.{name}={getattr(self, name)!r} is not supported; use one of {sorted(_DTYPES)}"
-        )
-    for name in (
-      "vocab_size",
-      "d_model",
-      "num_heads",
-      "head_dim",
-      "d_ff",
-      "num_encoder_layers",
-      "num_decoder_layers",
-      "relative_attention_num_buckets",
-      "relative_attention_max_distance",
-    ):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        hint = ""
-        if not isinstance(value, (int, float, str)):
-          # e.g. gin's %gin.REQUIRED sentinel from the family files models/t5_1_{0,1}.gin.
-          hint = (
-            " (not set: with gin, include a size file such as models/t5_1_1_base.gin "
-            "or bind it with --gin.T5Config." + name + "=...)"
-          )
-        raise ValueError(f"T5Config.{name} must be a positive int, got {value!r}{hint}")
+    self._check_dtypes_and_sizes(
+      (
+        "vocab_size",
+        "d_model",
+        "num_heads",
+        "head_dim",
+        "d_ff",
+        "num_encoder_layers",
+        "num_decoder_layers",
+        "relative_attention_num_buckets",
+        "relative_attention_max_distance",
+      ),
+      # e.g. gin's %gin.REQUIRED sentinel from the family files models/t5_1_{0,1}.gin.
+      " (not set: with gin, include a size file such as models/t5_1_1_base.gin "
+      "or bind it with --gin.T5Config.{name}=...)",
+    )
 
   # ---------------------------------------------------------------- derived properties
   @property
@@ -134,19 +174,6 @@ class T5Config(JsonConfig):
     if act == "gelu" and self.is_gated:
       return "gelu_tanh"  # HF maps gated-gelu to gelu_new
     return act
-
-  @property
-  def jnp_dtype(self) -> Any:
-    """Activation dtype as a jnp dtype."""
-    return _DTYPES[self.dtype]
-
-  @property
-  def jnp_param_dtype(self) -> Any:
-    """Parameter dtype as a jnp dtype."""
-    return _DTYPES[self.param_dtype]
-
-  def replace(self, **changes: Any) -> T5Config:
-    return dataclasses.replace(self, **changes)
 
   # ---------------------------------------------------------------- Hugging Face config.json
   @classmethod
@@ -220,17 +247,7 @@ class T5Config(JsonConfig):
   @classmethod
   def from_json(cls, path_or_text: str | os.PathLike) -> T5Config:
     """Reads a config written by `to_json` (a path or the JSON text itself)."""
-    text = str(path_or_text)
-    if not text.lstrip().startswith("{"):
-      with open(path_or_text) as f:
-        text = f.read()
-      where = str(path_or_text)
-    else:
-      where = "<json text>"
-    try:
-      d = json.loads(text)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{where}: line {e.lineno}: not valid JSON: {e.msg}") from e
+    d = cls._read_json(path_or_text)
     # Also accept a Hugging Face config.json.
     if "d_kv" in d and "num_layers" in d:
       return cls.from_hf_dict(d)

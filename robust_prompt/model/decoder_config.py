@@ -9,19 +9,15 @@ and a sliding window, which we never need: inputs longer than the window are ref
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
-
-import jax.numpy as jnp
 
 from robust_prompt.model import remat
 from robust_prompt.model.config import JsonConfig
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 ROPE_TYPES = ("default", "linear", "llama3")
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,30 +89,21 @@ class DecoderConfig(JsonConfig):
       raise ValueError(
         f"DecoderConfig.rope_type={self.rope_type!r} is not supported; use one of {ROPE_TYPES}"
       )
-    for name in ("dtype", "param_dtype"):
-      if getattr(self, name) not in _DTYPES:
-        raise ValueError(
-          f"DecoderConfig.{name}={getattr(self, name)!r} is not supported; "
-          f"use one of {sorted(_DTYPES)}"
-        )
-    for name in (
-      "vocab_size",
-      "d_model",
-      "num_layers",
-      "num_heads",
-      "num_kv_heads",
-      "head_dim",
-      "d_ff",
-      "max_position_embeddings",
-      "rope_original_max_position",
-    ):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        hint = ""
-        if not isinstance(value, (int, float, str)):
-          # gin's %gin.REQUIRED sentinel of a family file (models/llama.gin, models/qwen2.gin).
-          hint = " (not set: with gin, include a size file such as models/llama3_8b.gin)"
-        raise ValueError(f"DecoderConfig.{name} must be a positive int, got {value!r}{hint}")
+    self._check_dtypes_and_sizes(
+      (
+        "vocab_size",
+        "d_model",
+        "num_layers",
+        "num_heads",
+        "num_kv_heads",
+        "head_dim",
+        "d_ff",
+        "max_position_embeddings",
+        "rope_original_max_position",
+      ),
+      # gin's %gin.REQUIRED sentinel of a family file (models/llama.gin, models/qwen2.gin).
+      " (not set: with gin, include a size file such as models/llama3_8b.gin)",
+    )
     if self.num_heads % self.num_kv_heads:
       raise ValueError(
         f"DecoderConfig: num_heads={self.num_heads} is not a multiple of "
@@ -132,22 +119,9 @@ class DecoderConfig(JsonConfig):
 
   # ---------------------------------------------------------------- derived properties
   @property
-  def jnp_dtype(self) -> Any:
-    """Activation dtype as a jnp dtype."""
-    return _DTYPES[self.dtype]
-
-  @property
-  def jnp_param_dtype(self) -> Any:
-    """Parameter dtype as a jnp dtype."""
-    return _DTYPES[self.param_dtype]
-
-  @property
   def eos_token_ids(self) -> tuple[int, ...]:
     """Every id that ends a greedy decode (`eos_token_id` first)."""
     return (self.eos_token_id, *(i for i in self.extra_eos_token_ids if i != self.eos_token_id))
-
-  def replace(self, **changes: Any) -> DecoderConfig:
-    return dataclasses.replace(self, **changes)
 
   # ---------------------------------------------------------------- Hugging Face config.json
   @classmethod
@@ -232,16 +206,7 @@ class DecoderConfig(JsonConfig):
   @classmethod
   def from_json(cls, path_or_text: str | os.PathLike) -> DecoderConfig:
     """Reads a config written by `to_json`, or a Hugging Face config.json (a path or the text)."""
-    text = str(path_or_text)
-    where = "<json text>"
-    if not text.lstrip().startswith("{"):
-      with open(path_or_text) as f:
-        text = f.read()
-      where = str(path_or_text)
-    try:
-      d = json.loads(text)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{where}: line {e.lineno}: not valid JSON: {e.msg}") from e
+    d = cls._read_json(path_or_text)
     if "hidden_size" in d:
       return cls.from_hf_dict(d)
     return cls.from_dict(d)

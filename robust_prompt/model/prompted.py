@@ -39,6 +39,9 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import jax
+import jax.numpy as jnp
+
+from robust_prompt.model import scoring
 
 Array = jax.Array
 Batch = dict[str, Any]
@@ -116,22 +119,50 @@ class PromptedModel(abc.ABC):
     "prompt" (prompt positions only) or "last" (the last input position).
     """
 
-  @abc.abstractmethod
   def option_log_probs(
     self, params, prompt: Array | None, batch: Batch, *, mode: str = "sum", context=None
   ) -> Array:
     """`[B, O] float32` rank-classification scores of `option_ids`; -inf for dummy options.
 
     `mode`: "sum" (log-likelihood), "mean" (per token) or "greedy_prefix" (see `eval/rank.py`).
+    The family scores the option tokens (`_option_token_log_probs`) or decodes greedily
+    (`_greedy`); the modes are the same for every family.
     """
+    check_mode(mode)
+    ctx = context if context is not None else self.context(params, prompt, batch)
+    option_ids, option_mask = batch["option_ids"], batch["option_mask"]
+    if mode == "greedy_prefix":
+      steps = min(option_ids.shape[-1], scoring.GREEDY_PREFIX_MAX_STEPS)
+      greedy, step_lp = self._greedy(params, ctx, steps, option_ids=option_ids)
+      scores = scoring.greedy_prefix_scores(step_lp, greedy, option_mask, self.eos_id)
+    else:
+      lp = self._option_token_log_probs(params, ctx, option_ids, option_mask)
+      scores = scoring.reduce_option_log_probs(lp, option_mask, mode)
+    return scoring.mask_dummy_options(scores, option_mask)
+
+  @abc.abstractmethod
+  def _option_token_log_probs(self, params, ctx, option_ids: Array, option_mask: Array) -> Array:
+    """`[B, O, S] float32` log-prob of each `[B, O, S]` option token after the input `ctx`."""
 
   @abc.abstractmethod
   def target_scores(self, params, prompt: Array | None, batch: Batch, *, context=None):
     """`(sum_logprob [R] float32, num_tokens [R] int32)` of the `[R, S]` targets."""
 
-  @abc.abstractmethod
   def greedy(self, params, prompt: Array | None, batch: Batch, steps: int, *, context=None):
     """`[B, steps] int32` greedy tokens (KV cache); a row is PAD after its EOS."""
+    ctx = context if context is not None else self.context(params, prompt, batch)
+    tokens, _ = self._greedy(params, ctx, steps)
+    return tokens
+
+  @abc.abstractmethod
+  def _greedy(self, params, ctx, steps: int, *, option_ids: Array | None = None):
+    """Greedy decoding of K = `steps` tokens after the input `ctx` (`context`'s result).
+
+    Returns:
+      `(tokens [B, K] int32, option_step_log_probs [B, O, K] float32 or None)` as
+      `decoding.greedy_decode`: the latter scores `option_ids [B, O, S]` (S >= K) under each
+      step's distribution (the `greedy_prefix` mode).
+    """
 
   @abc.abstractmethod
   def logits(self, params, prompt: Array | None, batch: Batch, *, context=None) -> Array:
@@ -195,3 +226,12 @@ def check_pooling(pooling: str) -> str:
   if pooling not in POOLINGS:
     raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
   return pooling
+
+
+def masked_mean(states: Array, mask: Array) -> Array:
+  """What `represent` returns: the mean of `states [B, T, H]` over `mask [B, T]` -> `[B, H]` f32.
+
+  A row with no position chosen gives zeros.
+  """
+  m = mask.astype(jnp.float32)[..., None]
+  return (states.astype(jnp.float32) * m).sum(1) / jnp.maximum(m.sum(1), 1.0)

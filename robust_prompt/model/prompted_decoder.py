@@ -469,30 +469,20 @@ class PromptedDecoder(prompted.PromptedModel):
       chosen = jnp.arange(real.shape[1])[None, :] == ctx.last[:, None]
     else:
       chosen = real
-    m = chosen.astype(jnp.float32)[..., None]
-    return (ctx.hidden.astype(jnp.float32) * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+    return prompted.masked_mean(ctx.hidden, chosen)
 
-  def option_log_probs(self, params, prompt, batch, *, mode="sum", context=None) -> Array:
-    """`[B, O]` option scores: all options of an input in one continuation row, or greedy."""
-    prompted.check_mode(mode)
-    ctx = context if context is not None else self.context(params, prompt, batch)
-    option_ids, option_mask = batch["option_ids"], batch["option_mask"]
-    if mode == "greedy_prefix":
-      steps = min(option_ids.shape[-1], scoring.GREEDY_PREFIX_MAX_STEPS)
-      greedy, step_lp = self._greedy(params, ctx, steps, option_ids=option_ids)
-      scores = scoring.greedy_prefix_scores(step_lp, greedy, option_mask, self.eos_id)
-    else:
-      _, o, s = option_ids.shape
-      layout = option_layout.shared_start_layout(o, s)
-      logits = ctx.last_logits[:, None]  # the layout's shared start: the context's end
-      if s > 1:
-        chains = option_layout.decoder_inputs(layout, option_ids, 0)[:, 1:]  # [B, O * (S - 1)]
-        depth = layout.decoder.relative_position[0, 1:]  # 1 .. S-1 along each chain
-        rest = self._continue(params, ctx, chains, depth - 1, layout.decoder.visible[1:, 1:], None)
-        logits = jnp.concatenate([logits, rest], axis=1)
-      lp = option_layout.option_token_log_probs(layout, logits, option_ids)
-      scores = scoring.reduce_option_log_probs(lp, option_mask, mode)
-    return scoring.mask_dummy_options(scores, option_mask)
+  def _option_token_log_probs(self, params, ctx, option_ids, option_mask) -> Array:
+    """All options of an input in one continuation row (shared start: the context's end)."""
+    del option_mask  # padded tokens are scored too; the reduction to scores drops them
+    _, o, s = option_ids.shape
+    layout = option_layout.shared_start_layout(o, s)
+    logits = ctx.last_logits[:, None]  # the layout's shared start: the context's end
+    if s > 1:
+      chains = option_layout.decoder_inputs(layout, option_ids, 0)[:, 1:]  # [B, O * (S - 1)]
+      depth = layout.decoder.relative_position[0, 1:]  # 1 .. S-1 along each chain
+      rest = self._continue(params, ctx, chains, depth - 1, layout.decoder.visible[1:, 1:], None)
+      logits = jnp.concatenate([logits, rest], axis=1)
+    return option_layout.option_token_log_probs(layout, logits, option_ids)
 
   def target_scores(self, params, prompt, batch, *, context=None):
     """Sum log-prob and token count of each `[R, S]` target continuing input `target_index`."""
@@ -502,11 +492,6 @@ class PromptedDecoder(prompted.PromptedModel):
     lp = scoring.token_log_probs(logits, target_ids)
     weights = target_mask.astype(jnp.float32)
     return jnp.sum(lp * weights, axis=-1), jnp.sum(target_mask.astype(jnp.int32), axis=-1)
-
-  def greedy(self, params, prompt, batch, steps: int, *, context=None) -> Array:
-    ctx = context if context is not None else self.context(params, prompt, batch)
-    tokens, _ = self._greedy(params, ctx, steps)
-    return tokens
 
   def logits(self, params, prompt, batch, *, context=None) -> Array:
     """Teacher-forced `[B, S, V]` logits of `target_ids` continuing each context."""

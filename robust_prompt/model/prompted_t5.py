@@ -95,26 +95,18 @@ class PromptedT5(prompted.PromptedModel):
       # The last real input position (T5 inputs end with EOS there).
       last = jnp.sum(mask, axis=1) - 1
       mask = (jnp.arange(mask.shape[1])[None, :] == last[:, None]).astype(mask.dtype)
-    m = mask.astype(jnp.float32)[..., None]
-    return (ctx.encoded.astype(jnp.float32) * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+    return prompted.masked_mean(ctx.encoded, mask)
 
-  def option_log_probs(self, params, prompt, batch, *, mode="sum", context=None) -> Array:
-    """`[B, O]` option scores: one decoder row per input (shared start) or the greedy decode."""
-    prompted.check_mode(mode)
-    ctx = context if context is not None else self.context(params, prompt, batch)
-    option_ids, option_mask = batch["option_ids"], batch["option_mask"]
-    if mode == "greedy_prefix":
-      steps = min(option_ids.shape[-1], scoring.GREEDY_PREFIX_MAX_STEPS)
-      greedy, step_lp = decoding.greedy_decode(
-        self.module, params, ctx.encoded, ctx.mask, steps, option_ids=option_ids
-      )
-      scores = scoring.greedy_prefix_scores(step_lp, greedy, option_mask, self.eos_id)
-    else:
-      lp = scoring.option_log_probs(
-        self.module, params, ctx.encoded, ctx.mask, option_ids, option_mask
-      )
-      scores = scoring.reduce_option_log_probs(lp, option_mask, mode)
-    return scoring.mask_dummy_options(scores, option_mask)
+  def _option_token_log_probs(self, params, ctx, option_ids, option_mask) -> Array:
+    """The options of an input in one decoder row (shared start)."""
+    return scoring.option_log_probs(
+      self.module, params, ctx.encoded, ctx.mask, option_ids, option_mask
+    )
+
+  def _greedy(self, params, ctx, steps, *, option_ids=None):
+    return decoding.greedy_decode(
+      self.module, params, ctx.encoded, ctx.mask, steps, option_ids=option_ids
+    )
 
   def target_scores(self, params, prompt, batch, *, context=None):
     """Sum log-prob (EOS included) and token count of each `[R, S]` target of `target_index`."""
@@ -128,11 +120,6 @@ class PromptedT5(prompted.PromptedModel):
       batch["target_mask"],
       encoder_index=batch.get("target_index"),
     )
-
-  def greedy(self, params, prompt, batch, steps: int, *, context=None) -> Array:
-    ctx = context if context is not None else self.context(params, prompt, batch)
-    tokens, _ = decoding.greedy_decode(self.module, params, ctx.encoded, ctx.mask, steps)
-    return tokens
 
   def logits(self, params, prompt, batch, *, context=None) -> Array:
     """Teacher-forced `[B, S, V]` logits of `target_ids` (decoder inputs: `shift_right`)."""

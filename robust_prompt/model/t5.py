@@ -52,6 +52,12 @@ def _mlp(cfg: T5Config) -> MlpBlock:
   )
 
 
+def _mlp_sublayer(cfg: T5Config, x: Array) -> Array:
+  """The last sublayer of every layer: pre-norm MLP plus the residual -> the layer's output."""
+  h = _norm(cfg, "pre_mlp_layer_norm")(x)
+  return constrain(x + _mlp(cfg)(h), _ACT_AXES)
+
+
 def _relpos(cfg: T5Config, bidirectional: bool) -> RelativePositionBiases:
   return RelativePositionBiases(
     num_buckets=cfg.relative_attention_num_buckets,
@@ -98,9 +104,7 @@ class EncoderLayer(nn.Module):
     cfg = self.config
     h = _norm(cfg, "pre_attention_layer_norm")(x)
     x = x + _attention(cfg, "attention")(h, h, position_bias, mask_bias)
-    h = _norm(cfg, "pre_mlp_layer_norm")(x)
-    x = x + _mlp(cfg)(h)
-    return constrain(x, _ACT_AXES)
+    return _mlp_sublayer(cfg, x)
 
 
 class DecoderLayer(nn.Module):
@@ -142,9 +146,7 @@ class DecoderLayer(nn.Module):
       is_cross=True,
       kv_index=encoder_index,
     )
-    h = _norm(cfg, "pre_mlp_layer_norm")(x)
-    x = x + _mlp(cfg)(h)
-    return constrain(x, _ACT_AXES)
+    return _mlp_sublayer(cfg, x)
 
 
 class Encoder(nn.Module):

@@ -170,7 +170,7 @@ def train(
     disable=not progress or not multihost.is_main_process(),
     leave=False,
   )
-  ahead = _WindowAhead(
+  ahead = WindowAhead(
     step_fn, (state, frozen_params, step_rng), global_shapes, mesh, rules, data, num_steps
   )
   t0, steps_done = time.perf_counter(), 0
@@ -212,7 +212,7 @@ def train(
   return TrainResult(final, int(jax.device_get(state.step)), last, model_dir, latest)
 
 
-class _WindowAhead:
+class WindowAhead:
   """With length grouping, the steps of a window come in a few input lengths, each one more
   compiled step: those of the window compile ahead in background threads (`compile_ahead`)
   while the first steps run. Without it there is one shape, compiled by the first call."""

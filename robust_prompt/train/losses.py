@@ -16,6 +16,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from robust_prompt.model import prompted
+
 _EPS = 1e-9
 
 
@@ -55,8 +57,7 @@ def token_cross_entropy(log_probs: jax.Array, target_mask: jax.Array):
 
 def pool(encoded: jax.Array, mask: jax.Array) -> jax.Array:
   """Masked mean over positions: `encoded [B, T, H]`, `mask [B, T]` -> `[B, H]` float32."""
-  m = mask.astype(jnp.float32)[..., None]
-  return (encoded.astype(jnp.float32) * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+  return prompted.masked_mean(encoded, mask)
 
 
 def _normalize(x: jax.Array) -> jax.Array:
