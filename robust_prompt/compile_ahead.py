@@ -38,8 +38,6 @@ MAX_THREADS = 4
 _lock = threading.Lock()
 _futures: dict[Hashable, Future] = {}
 _executor: ThreadPoolExecutor | None = None
-
-
 _threads: int | None = None  # set_num_threads; None: one per core, at most MAX_THREADS
 
 

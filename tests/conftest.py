@@ -6,11 +6,6 @@ import os
 os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
-# The tests' tiny programs are compile-bound: XLA's CPU backend without LLVM's optimisation
-# passes compiles them about twice as fast (the HLO passes are unchanged; the demo model's recorded
-# digest reproduces bit for bit under it). Set the flag in XLA_FLAGS to override.
-if "--xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
-  os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tests never reach a hub: every model they use is created locally.

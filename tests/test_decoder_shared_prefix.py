@@ -7,6 +7,7 @@ and sharded, and equal PyTorch's.
 """
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
@@ -21,6 +22,9 @@ from robust_prompt.model.prompted_decoder import PromptedDecoder
 TOL = 1e-5  # float32, the same computation split differently
 T, S, NUM_OPTIONS, STEPS = 24, 4, 3, 5
 BUCKETS = (4, 8, 16)  # small, for small inputs (the default: 16, 24, 32, ...)
+# The device-side tests below use one batch size and one soft-prompt length, so that their plain
+# and single-device passes are the same shapes and compile once (see `_jitted_outputs`).
+ROWS, PROMPT_LENGTH = 8, 4
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])  # with a BOS, and without
@@ -68,7 +72,11 @@ def _batch(rows, num_rows):
   )
 
 
-def _outputs(model, params, prompt, batch):
+@functools.cache
+def _jitted_outputs(model):
+  """One jitted function per model (cached): tests that run the same shapes on the same model
+  share its compiled programs, which dominate this file's run time."""
+
   def run(p, prompt_, b):
     ctx = model.context(p, prompt_, b)
     sums, counts = model.target_scores(p, prompt_, b, context=ctx)
@@ -87,7 +95,11 @@ def _outputs(model, params, prompt, batch):
         out[pooling] = model.represent(p, prompt_, b, pooling=pooling, context=ctx)
     return out
 
-  return jax.device_get(jax.block_until_ready(jax.jit(run)(params, prompt, batch)))
+  return jax.jit(run)
+
+
+def _outputs(model, params, prompt, batch):
+  return jax.device_get(jax.block_until_ready(_jitted_outputs(model)(params, prompt, batch)))
 
 
 def _assert_same(got, want, real, msg="", atol=TOL):
@@ -194,17 +206,18 @@ def test_prefix_pass_equals_plain_pass(loaded, with_prompt):
   model = PromptedDecoder(config, shared_prefix_buckets=BUCKETS)
   prompt = None
   if with_prompt:
-    prompt = np.random.RandomState(2).normal(0, 0.5, (3, config.d_model)).astype(np.float32)
+    prompt = np.random.RandomState(2).normal(0, 0.5, (PROMPT_LENGTH, config.d_model))
+    prompt = prompt.astype(np.float32)
   # Rows of different lengths sharing 11 tokens (+ BOS), a row with one own token after the 8
-  # shared ones, and a dummy row.
+  # shared ones, and dummy rows.
   rows = _rows(config, 11, (20, 13, 24, 24))
   rows[3] = rows[0][:9]
-  batch = _batch(rows, 5)
+  batch = _batch(rows, ROWS)
   shared = model.with_shared_prefix(batch)
-  assert shared["prefix_ids"].shape == (5, 8)
+  assert shared["prefix_ids"].shape == (ROWS, 8)
   want = _outputs(model, params, prompt, batch)
   got = _outputs(model, params, prompt, shared)
-  real = np.arange(5) < 4
+  real = np.arange(ROWS) < 4
   _assert_same(got, want, real)
   # The comparison is between informative numbers: scores differ between rows and options.
   assert np.ptp(want["sum"][real][np.isfinite(want["sum"][real])]) > 1.0
@@ -214,13 +227,14 @@ def test_first_token_and_prompt_shared(loaded):
   """Rows sharing only their first token (BOS) with a soft prompt: BOS + prompt run once."""
   _, _, config, params = loaded
   model = PromptedDecoder(config, shared_prefix_buckets=BUCKETS)
-  prompt = np.random.RandomState(4).normal(0, 0.5, (4, config.d_model)).astype(np.float32)
+  prompt = np.random.RandomState(4).normal(0, 0.5, (PROMPT_LENGTH, config.d_model))
+  prompt = prompt.astype(np.float32)
   head = 1 if config.bos_token_id is not None else 0
-  batch = _batch(_rows(config, 1 - head, (20, 13, 24), seed=6), 4)
-  shared = model.with_shared_prefix(batch, prompt_length=4)
-  assert shared["prefix_ids"].shape == (4, 1)
+  batch = _batch(_rows(config, 1 - head, (20, 13, 24), seed=6), ROWS)
+  shared = model.with_shared_prefix(batch, prompt_length=PROMPT_LENGTH)
+  assert PROMPT_LENGTH == BUCKETS[0] and shared["prefix_ids"].shape == (ROWS, 1)
   want = _outputs(model, params, prompt, batch)
-  _assert_same(_outputs(model, params, prompt, shared), want, np.arange(4) < 3)
+  _assert_same(_outputs(model, params, prompt, shared), want, np.arange(ROWS) < 3)
 
 
 def test_path_not_taken_below_the_buckets(loaded):
@@ -248,17 +262,27 @@ def test_prefix_pass_matches_pytorch(loaded):
       assert abs(scores[r, o] - want) <= 1e-4, (kind, r, o, scores[r, o], want)
 
 
-# data=2 x model=4 in the default run; data=8 (the other layout) with -m slow.
-@pytest.mark.parametrize("data,model_axis", [(2, 4), pytest.param(8, 1, marks=pytest.mark.slow)])
-def test_sharded_prefix_pass_equals_single_device(loaded, data, model_axis):
+# Llama on data=2 x model=4 in the default run; data=8 (the other layout) and Qwen2 with -m slow:
+# Qwen2's model-parallel pass (2 KV heads over 4, biases) is tests/test_decoder_sharding.py's, its
+# prefix path the single-device tests' above.
+@pytest.mark.parametrize(
+  "sharded_kind,data,model_axis",
+  [
+    ("llama", 2, 4),
+    pytest.param("qwen2", 2, 4, marks=pytest.mark.slow),
+    pytest.param("llama", 8, 1, marks=pytest.mark.slow),
+  ],
+)
+def test_sharded_prefix_pass_equals_single_device(loaded, sharded_kind, data, model_axis):
   kind, _, config, params = loaded
-  if kind != "llama" and data == 8:
-    pytest.skip("pure data parallelism does not depend on the architecture")
+  if kind != sharded_kind:
+    pytest.skip(f"the {sharded_kind} case")
   model = PromptedDecoder(config, shared_prefix_buckets=BUCKETS)
-  prompt = np.random.RandomState(3).normal(0, 0.5, (2, config.d_model)).astype(np.float32)
+  prompt = np.random.RandomState(3).normal(0, 0.5, (PROMPT_LENGTH, config.d_model))
+  prompt = prompt.astype(np.float32)
   rows = _rows(config, 11, (20, 13, 24, 17, 22, 14, 21))
-  batch = model.with_shared_prefix(_batch(rows, 8))  # 7 real rows and a dummy
-  assert batch["prefix_ids"].shape == (8, 8)
+  batch = model.with_shared_prefix(_batch(rows, ROWS))  # 7 real rows and a dummy
+  assert batch["prefix_ids"].shape == (ROWS, 8)
   want = _outputs(model, params, prompt, batch)
   plain = _outputs(model, params, prompt, {k: v for k, v in batch.items() if k != "prefix_ids"})
   mesh = partitioning.make_mesh(data, model_axis)

@@ -171,9 +171,9 @@ def test_tuning_prefix_reproduces_the_build(info):
     assert not bad, f"after {steps} steps, far from the run on {ref['cpu']}: {bad[:5]}"
 
 
-def test_add_prefix_reference_records_this_cpu_kind_and_refuses_a_far_run(tmp_path):
-  """The script's --add_prefix_reference: a run far from a recorded kind is refused and the file
-  is left as it was; otherwise this machine's kind is recorded once, its digest reproducible."""
+def test_add_prefix_reference_records_this_cpu_kind_and_refuses_a_far_run(tmp_path, monkeypatch):
+  """The script's --add_prefix_reference: this machine's kind is recorded once, its digest
+  reproducible; a run far from a recorded kind is refused and the file is left as it was."""
   import shutil
 
   model = tmp_path / "model"
@@ -183,17 +183,30 @@ def test_add_prefix_reference_records_this_cpu_kind_and_refuses_a_far_run(tmp_pa
   far_ref = dict(far["prefix_references"][0], cpu={"machine": "elsewhere"})
   far_ref["checksums"] = {k: [v[0] + 10 * v[1], v[1]] for k, v in far_ref["checksums"].items()}
   far["prefix_references"].append(far_ref)
+
+  # Runs the recipe's first steps twice for real (the determinism check).
+  computed = []
+  real_prefix_reference = reproduce.prefix_reference
+
+  def recording(*args, **kwargs):
+    computed.append(real_prefix_reference(*args, **kwargs))
+    return computed[-1]
+
+  monkeypatch.setattr(reproduce, "prefix_reference", recording)
+  entry = build.add_prefix_reference(model, log=lambda _: None)
+  assert len(computed) == 2 and computed[0] == computed[1] == entry
+  refs = assets.build_info(model)["prefix_references"]
+  assert reproduce.matching_reference(refs, entry["cpu"], info["prefix_steps"]) == entry
+  assert sum(r["cpu"] == entry["cpu"] for r in refs) == 1
+
+  # The refusal: the same (deterministic, just computed) run of this machine, without computing
+  # it twice more (the steps dominate this test's time).
+  monkeypatch.setattr(reproduce, "prefix_reference", lambda *args, **kwargs: dict(entry))
   (model / assets.BUILD_INFO).write_text(json.dumps(far))
   before = (model / assets.BUILD_INFO).read_bytes()
   with pytest.raises(RuntimeError, match="not close"):
     build.add_prefix_reference(model, log=lambda _: None)
   assert (model / assets.BUILD_INFO).read_bytes() == before
-
-  (model / assets.BUILD_INFO).write_text(json.dumps(info))
-  entry = build.add_prefix_reference(model, log=lambda _: None)
-  refs = assets.build_info(model)["prefix_references"]
-  assert reproduce.matching_reference(refs, entry["cpu"], info["prefix_steps"]) == entry
-  assert sum(r["cpu"] == entry["cpu"] for r in refs) == 1
   with pytest.raises(FileNotFoundError, match="demo model directory"):
     build.add_prefix_reference(tmp_path / "nothing", log=lambda _: None)
 
