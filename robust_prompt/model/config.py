@@ -6,9 +6,12 @@ import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import jax.numpy as jnp
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+; setup.py allows 3.10
+  from typing_extensions import Self
 
 from robust_prompt.model import remat
 
