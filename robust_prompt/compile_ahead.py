@@ -112,6 +112,17 @@ def wait(key: Hashable) -> None:
         del _futures[key]
 
 
+def cancel(keys) -> None:
+  """Drops the compilations of `keys` that have not started (a caller that stops early: an
+  error or an interrupt must not leave the process compiling programs nobody will run, nor
+  waiting for them at exit). Those already compiling finish."""
+  with _lock:
+    for key in keys:
+      future = _futures.get(key)
+      if future is not None and future.cancel():
+        del _futures[key]
+
+
 def avals_key(tree: Any, mesh=None) -> tuple:
   """Hashable shapes, dtypes (and, on a mesh, shardings) of a tree of arrays: the part of a
   step's compile key that its fixed arguments (parameters, prompt) contribute."""

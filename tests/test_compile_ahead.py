@@ -170,3 +170,23 @@ def test_shape_cost_trades_compiled_shapes_for_padding(loaded, chunks):
   for (i, j, a), (k, m, b) in zip(_scores(got), _scores(want)):
     assert (i, j) == (k, m)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)  # padding changes rounding only
+
+
+def test_cancel_drops_compilations_not_yet_started():
+  import threading
+
+  release = threading.Event()
+  compile_ahead.set_num_threads(1)
+  try:
+    # The one thread is held by the first job, so the second has not started when cancelled.
+    compile_ahead.submit(("hold", 1), lambda: release.wait(30) and jax.jit(jnp.cos).lower(1.0))
+    started = []
+    compile_ahead.submit(("queued", 1), lambda: started.append(1) or jax.jit(jnp.sin).lower(1.0))
+    compile_ahead.cancel([("queued", 1), ("never", "submitted")])
+    release.set()
+    compile_ahead.wait(("hold", 1))
+    compile_ahead.wait(("queued", 1))  # forgotten: returns at once
+    assert started == []
+  finally:
+    release.set()
+    compile_ahead.set_num_threads(None)

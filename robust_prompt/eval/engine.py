@@ -556,17 +556,21 @@ class Evaluator:
         )
     keys = [self._compile_ahead(kind, batch) for kind, _, batch, _ in steps]
     outputs: list[Any] = [None] * len(inputs)
-    for (kind, rows, batch, num_real), key in zip(steps, keys):
-      compile_ahead.wait(key)
-      if kind == "options":
-        scores = self._run(self.score_fn, batch)
-        for r, i in enumerate(rows):
-          outputs[i] = scores[r, : len(options[i])]
-      else:
-        for i, text in zip(rows, self._decode(self._run(self.decode_fn, batch), len(rows))):
-          outputs[i] = text
-      if on_batch is not None and num_real is not None:
-        on_batch(num_real)
+    try:
+      for (kind, rows, batch, num_real), key in zip(steps, keys):
+        compile_ahead.wait(key)
+        if kind == "options":
+          scores = self._run(self.score_fn, batch)
+          for r, i in enumerate(rows):
+            outputs[i] = scores[r, : len(options[i])]
+        else:
+          for i, text in zip(rows, self._decode(self._run(self.decode_fn, batch), len(rows))):
+            outputs[i] = text
+        if on_batch is not None and num_real is not None:
+          on_batch(num_real)
+    except BaseException:
+      compile_ahead.cancel(k for k in keys if k is not None)
+      raise
     results, at = [], 0
     for chunk, texts in zip(chunks, logged):
       rows = []

@@ -87,7 +87,6 @@ class Scorer:
     Returns:
       Per example, in input order: (sum log-prob per target, number of tokens per target).
     """
-    from tqdm import tqdm
 
     n = len(input_ids)
     # The usual number of targets: batches of such inputs fill exactly one pair-count bucket.
@@ -127,6 +126,17 @@ class Scorer:
         self._fn, self.params, self.prompt, host, self.mesh, self._fixed_key
       )
       batches.append((batch, pairs, host, key))
+    try:
+      self._score_batches(batches, results, n, progress)
+    except BaseException:
+      compile_ahead.cancel(key for *_, key in batches)
+      raise
+    return results
+
+  def _score_batches(self, batches, results, n: int, progress: bool) -> None:
+    """Runs the built `batches` in order (each after its program compiled) into `results`."""
+    from tqdm import tqdm
+
     with tqdm(total=n, unit="ex", desc="score", disable=not progress, file=sys.stderr) as bar:
       for batch, pairs, host, key in batches:
         compile_ahead.wait(key)
@@ -139,7 +149,6 @@ class Scorer:
             [int(c) for c in per_group_counts[row]],
           )
         bar.update(batch.num_real)
-    return results
 
   def _run(self, host: dict):
     batch = multihost.place_batch(host, self.mesh)

@@ -202,6 +202,7 @@ def train(
         data.shapes.max_input_length,
       )
   finally:
+    ahead.cancel()
     bar.close()
     writer.close()
     ckpt.close()
@@ -246,6 +247,10 @@ class WindowAhead:
       for s in range(step, min(self.num_steps, (step // n + 1) * n)):
         self._submit(self.data.input_length(s))
     compile_ahead.wait(self._keys.get(self.data.input_length(step)))
+
+  def cancel(self) -> None:
+    """Drops the window's compilations that have not started (the run stops)."""
+    compile_ahead.cancel(self._keys.values())
 
   def _submit(self, length: int) -> None:
     if length in self._keys:
