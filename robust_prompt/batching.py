@@ -195,16 +195,16 @@ def merge_lengths(batches: Sequence[Batch], shape_cost: float) -> list[Batch]:
   lengths = sorted({b.length for b in batches})
   if shape_cost <= 0 or len(lengths) < 2:
     return list(batches)
-  slots = {n: 0 for n in lengths}  # rows of the batches at each length
+  rows_at = {n: 0 for n in lengths}  # rows of the batches at each length
   for b in batches:
-    slots[b.length] += b.size
+    rows_at[b.length] += b.size
   # best[k]: the cheapest cost of lengths[:k] with lengths[k - 1] kept; cut[k]: the kept length
   # before it (index into best).
   best, cut = [0.0] + [math.inf] * len(lengths), [0] * (len(lengths) + 1)
   for k in range(1, len(lengths) + 1):
     rows = 0
     for i in range(k - 1, -1, -1):
-      rows += slots[lengths[i]]
+      rows += rows_at[lengths[i]]
       cost = best[i] + shape_cost + rows * lengths[k - 1]
       if cost < best[k]:
         best[k], cut[k] = cost, i

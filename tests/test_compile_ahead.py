@@ -57,12 +57,14 @@ def test_merge_lengths_without_a_shape_cost_changes_nothing():
 
 @contextlib.contextmanager
 def counting_compiles():
-  """Yields a list that receives one entry per XLA backend compilation (any thread)."""
+  """Yields a list that receives, per XLA backend compilation (any thread), its thread's name."""
+  import threading
+
   compiles = []
 
   def on_event(event, duration, *args, **kwargs):
     if event == "/jax/core/compile/backend_compile_duration":
-      compiles.append(duration)
+      compiles.append(threading.current_thread().name)
 
   jax.monitoring.register_event_duration_secs_listener(on_event)
   try:
@@ -190,3 +192,24 @@ def test_cancel_drops_compilations_not_yet_started():
   finally:
     release.set()
     compile_ahead.set_num_threads(None)
+
+
+def test_scorer_compiles_each_shape_once_ahead(loaded):
+  """The score command's engine: every planned shape compiled ahead, none again by the call."""
+  from robust_prompt.eval.scorer import Scorer
+  from robust_prompt.model import prompted
+
+  scorer = Scorer(prompted.for_config(loaded.config), loaded.params, loaded.vocab, batch_size=2)
+  inputs = [
+    "short",
+    "a somewhat longer input " * 3,
+    "the longest input of them all " * 6,
+    "mid " * 9,
+  ]
+  targets = [["yes", "no"], ["maybe"], ["a", "bb", "ccc"], ["x"]]
+  ids, tids, _, _ = scorer.tokenize(inputs, targets, 128, 16)
+  with counting_compiles() as compiles:
+    got = scorer.score(ids, tids, max_input_length=128, max_target_length=16, progress=False)
+  assert [len(s) for s, _ in got] == [2, 1, 3, 1]
+  assert len(compiles) == scorer._fn._cache_size() >= 2  # several shapes, each compiled once
+  assert all(name.startswith("robust_prompt-compile") for name in compiles), compiles  # ahead
