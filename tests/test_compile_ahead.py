@@ -196,9 +196,10 @@ def test_cancel_drops_compilations_not_yet_started():
 
 def test_scorer_compiles_each_shape_once_ahead(loaded):
   """The score command's engine: every planned shape compiled ahead, none again by the call."""
-  from robust_prompt.eval.scorer import Scorer
+  from robust_prompt.eval.scorer import Scorer, score_step
   from robust_prompt.model import prompted
 
+  score_step.cache_clear()  # a fresh jitted step: earlier tests compiled the same config's shapes
   scorer = Scorer(prompted.for_config(loaded.config), loaded.params, loaded.vocab, batch_size=2)
   inputs = [
     "short",
