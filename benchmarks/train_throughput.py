@@ -294,7 +294,9 @@ def run_peft_decoder(model, batches, prompt_length, steps, lr):
   return rate, loss, trainable
 
 
-def grouped_data(vocab, model, num_examples: int, batch_size: int, steps: int, max_input: int):
+def grouped_data(
+  vocab, model, num_examples: int, batch_size: int, steps: int, max_input: int, shape_cost=None
+):
   """Our training data over real MMLU lengths: the questions as `GroupedData` groups of one
   member (plain prompt tuning), `length_grouping` over all the timed steps (one window)."""
   from robust_prompt.data.example import Example
@@ -332,6 +334,7 @@ def grouped_data(vocab, model, num_examples: int, batch_size: int, steps: int, m
     max_target_length=16,
     model=model,
     length_grouping=steps,
+    **({} if shape_cost is None else {"shape_cost_slots": shape_cost}),
   )
 
 
@@ -452,6 +455,7 @@ def main_grouped(args, threads: int) -> int:
       args.batch_size,
       args.steps,
       args.grouped_max_input_length,
+      args.shape_cost_slots,
     )
     cold, ours, buckets, our_slots, our_real, our_loss = run_ours_grouped(
       loaded, mesh, data, args.prompt_length, args.steps, args.lr
@@ -516,6 +520,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     type=int,
     default=512,
     help="--length_grouped: inputs cut at this many tokens (Flan-T5's input length)",
+  )
+  parser.add_argument(
+    "--shape_cost_slots",
+    type=int,
+    default=None,
+    help="--length_grouped: GroupedData's shape_cost_slots (default: the library's; 0 keeps "
+    "every length bucket)",
   )
   args = parser.parse_args(argv)
   if args.length_grouped:

@@ -23,6 +23,11 @@ from collections.abc import Sequence
 import numpy as np
 
 DEFAULT_MIN_BUCKET = 16
+# What one more compiled shape is worth, in padded token slots (rows x positions), when choosing
+# lengths to merge (`merged_lengths`): about what a compilation of T5-small costs on a 2-core CPU
+# (eval: ~0.6 s of its forward work; training: a few steps). `benchmarks/eval_throughput.py
+# --shape_cost_slots` and `train_throughput.py --length_grouped` measure the trade.
+DEFAULT_SHAPE_COST_SLOTS = 4096
 
 
 def bucket_length(
@@ -182,22 +187,25 @@ def plan_batches(
   return batches
 
 
-def merge_lengths(batches: Sequence[Batch], shape_cost: float) -> list[Batch]:
-  """Pads some batches further, to lengths other batches have, where a shape costs more.
+def merged_lengths(rows_at: dict[int, int], shape_cost: float) -> dict[int, int]:
+  """Which length each length pads to, where one more compiled shape costs `shape_cost` slots.
 
   Every distinct length is one more compiled program. With `shape_cost` in padded token slots
-  (rows x positions) per shape, this chooses the subset of the batches' lengths that minimises
-  `slots of all batches + shape_cost x lengths kept`; each batch takes the smallest kept length
+  (rows x positions) per shape, this chooses the subset of the lengths that minimises
+  `slots of all rows + shape_cost x lengths kept`; each length pads to the smallest kept length
   that holds it (the longest is always kept). An exact dynamic programme over the sorted distinct
-  lengths (m of them, O(m^2)). `shape_cost=0` returns the batches unchanged; composition and
-  order never change.
+  lengths (m of them, O(m^2)).
+
+  Args:
+    rows_at: `{length: rows at that length}`.
+    shape_cost: padded token slots one more shape is worth; <= 0 keeps every length.
+
+  Returns:
+    `{length: the kept length it pads to}` for every key of `rows_at`.
   """
-  lengths = sorted({b.length for b in batches})
+  lengths = sorted(rows_at)
   if shape_cost <= 0 or len(lengths) < 2:
-    return list(batches)
-  rows_at = {n: 0 for n in lengths}  # rows of the batches at each length
-  for b in batches:
-    rows_at[b.length] += b.size
+    return {n: n for n in lengths}
   # best[k]: the cheapest cost of lengths[:k] with lengths[k - 1] kept; cut[k]: the kept length
   # before it (index into best).
   best, cut = [0.0] + [math.inf] * len(lengths), [0] * (len(lengths) + 1)
@@ -213,7 +221,21 @@ def merge_lengths(batches: Sequence[Batch], shape_cost: float) -> list[Batch]:
     for n in lengths[cut[k] : k]:
       chosen[n] = lengths[k - 1]
     k = cut[k]
-  return [dataclasses.replace(b, length=chosen[b.length]) for b in batches]
+  return chosen
+
+
+def merge_lengths(batches: Sequence[Batch], shape_cost: float) -> list[Batch]:
+  """Pads some batches further, to lengths other batches have, where a shape costs more
+  (`merged_lengths` over the batches' lengths and sizes). `shape_cost=0` returns the batches
+  unchanged; composition and order never change."""
+  rows_at: dict[int, int] = {}
+  for b in batches:
+    rows_at[b.length] = rows_at.get(b.length, 0) + b.size
+  chosen = merged_lengths(rows_at, shape_cost)
+  return [
+    b if chosen[b.length] == b.length else dataclasses.replace(b, length=chosen[b.length])
+    for b in batches
+  ]
 
 
 @dataclasses.dataclass(frozen=True)

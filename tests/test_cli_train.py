@@ -127,3 +127,27 @@ def test_num_steps_is_required(mmlu_dir, instructions, tmp_path, capsys):
   argv = _argv(tmp_path / "m", mmlu_dir, *instructions, tmp_path / "run")
   assert main(argv) == 1  # runs/train_soft_prompt.gin by default, which requires num_steps
   assert "--num_steps" in capsys.readouterr().err
+
+
+def test_length_grouping_flag(tiny_hf_dir, mmlu_dir, instructions, tmp_path, capsys, monkeypatch):
+  """--length_grouping N: length-grouped batches, recorded in config.gin; the data weighs a
+  compilation over the run's steps (`run_steps` is train.num_steps)."""
+  from robust_prompt.train import grouping
+
+  seen = []
+  original = grouping.GroupedData.input_length
+
+  def input_length(self, step):
+    seen.append((self.length_grouping, self.run_steps, self.shape_cost_slots))
+    return original(self, step)
+
+  monkeypatch.setattr(grouping.GroupedData, "input_length", input_length)
+  model_dir = tmp_path / "grouped"
+  argv = _argv(tiny_hf_dir, mmlu_dir, *instructions, model_dir, "--gin_file", "test/train_tiny.gin")
+  assert main([*argv, "--num_steps", "2", "--length_grouping", "2"]) == 0
+  assert "trained to step 2" in capsys.readouterr().err
+  assert "data.length_grouping = 2" in (model_dir / "config.gin").read_text()
+  assert seen and set(seen) == {(2, 2, grouping.TRAIN_SHAPE_COST_SLOTS)}
+  with pytest.raises(SystemExit):
+    main([*argv, "--num_steps", "2", "--length_grouping", "-1"])
+  assert "expected an integer >= 0, got -1" in capsys.readouterr().err

@@ -44,7 +44,8 @@ def _examples(n: int = 24):
   ]
 
 
-def _data(length_grouping=0, seed=0, g=2, k=2):
+def _data(length_grouping=0, seed=0, g=2, k=2, shape_cost_slots=0, run_steps=None):
+  # shape_cost_slots=0: every batch keeps its own bucket (merging is tested on its own below).
   return grouping.GroupedData(
     _examples(),
     [_instruction(i) for i in range(3)],
@@ -55,6 +56,8 @@ def _data(length_grouping=0, seed=0, g=2, k=2):
     max_target_length=4,
     seed=seed,
     length_grouping=length_grouping,
+    shape_cost_slots=shape_cost_slots,
+    run_steps=run_steps,
   )
 
 
@@ -94,6 +97,52 @@ def test_grouped_batches_are_a_pure_function_of_seed_and_step_and_rows():
   assert len(orders) > 1
   with pytest.raises(ValueError, match="length_grouping must be an integer >= 0"):
     _data(length_grouping=-1)
+  with pytest.raises(ValueError, match="shape_cost_slots must be an integer >= 0"):
+    _data(length_grouping=4, shape_cost_slots=-1)
+  with pytest.raises(ValueError, match="run_steps must be an integer >= 1"):
+    _data(length_grouping=4, run_steps=0)
+
+
+def _cost(data, steps, shape_cost):
+  """Input slots of the steps' batches plus `shape_cost` per distinct length."""
+  batches = [data.batch(s) for s in steps]
+  return sum(b["input_mask"].size for b in batches) + shape_cost * len(
+    {b["input_ids"].shape[1] for b in batches}
+  )
+
+
+def test_a_window_merges_lengths_where_a_compilation_costs_more_than_the_padding():
+  """`shape_cost_slots`: some batches pad to a longer bucket of their window, for fewer
+  compiled steps, at the least padding + shape cost (and never below their own bucket)."""
+  steps = range(12)  # two windows of 6
+  buckets = _data(length_grouping=6)
+  cost = 200  # slots: between one row's worth and a whole batch's
+  merged = _data(length_grouping=6, shape_cost_slots=cost)
+  for s in steps:
+    own = buckets.input_length(s)
+    assert merged.input_length(s) >= own and merged.input_length(s) in {
+      buckets.input_length(t) for t in range(6 * (s // 6), 6 * (s // 6) + 6)
+    }
+    batch = merged.batch(s)
+    assert batch["input_ids"].shape[1] == merged.input_length(s)
+    # The same rows as the unmerged batch, only more padding.
+    for key in ("target_ids", "group_ids", "is_anchor", "answer"):
+      np.testing.assert_array_equal(batch[key], buckets.batch(s)[key], err_msg=key)
+    own_ids = buckets.batch(s)["input_ids"]
+    np.testing.assert_array_equal(batch["input_ids"][:, : own_ids.shape[1]], own_ids)
+    assert not batch["input_mask"][:, own_ids.shape[1] :].any()
+  for window in (range(6), range(6, 12)):
+    assert _cost(merged, window, cost) <= _cost(buckets, window, cost)
+  assert len({merged.input_length(s) for s in range(6)}) < len(
+    {buckets.input_length(s) for s in range(6)}
+  )
+  # A huge cost: one length per window, its longest bucket.
+  one = _data(length_grouping=6, shape_cost_slots=10**9)
+  for window in (range(6), range(6, 12)):
+    assert {one.input_length(s) for s in window} == {max(buckets.input_length(s) for s in window)}
+  # A compilation is shared by the run's windows: over a long run the same cost merges nothing.
+  long_run = _data(length_grouping=6, shape_cost_slots=cost, run_steps=6000)
+  assert [long_run.input_length(s) for s in steps] == [buckets.input_length(s) for s in steps]
 
 
 def test_training_compiles_each_length_once_ahead(tmp_path):

@@ -27,15 +27,24 @@ DEFAULT_MAX_INPUT_LENGTH = 1024
 DEFAULT_MAX_TARGET_LENGTH = 256
 
 
-def positive_int(text: str) -> int:
-  """argparse type: an integer >= 1."""
+def _int_at_least(text: str, minimum: int, what: str) -> int:
   try:
     value = int(text)
   except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+  if value < minimum:
+    raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
   return value
+
+
+def positive_int(text: str) -> int:
+  """argparse type: an integer >= 1."""
+  return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+  """argparse type: an integer >= 0."""
+  return _int_at_least(text, 0, "an integer >= 0")
 
 
 def add_benchmark_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:

@@ -61,6 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     "--max_examples", type=common.positive_int, default=None, help="first N examples per task"
   )
   parser.add_argument("--seed", type=int, default=None, help="seed (gin: train.seed, data.seed)")
+  parser.add_argument(
+    "--length_grouping",
+    type=common.non_negative_int,
+    default=None,
+    metavar="N",
+    help="sort each N steps' groups by length and pad each batch to its length bucket, as "
+    "Hugging Face's group_by_length (one compiled step per bucket; gin: data.length_grouping; "
+    "default 0: every batch padded to --max_input_length)",
+  )
   common.add_prompt_format_argument(parser, "data.prompt_format")
   common.add_model_arguments(parser)
   # None = "not given": gin decides. --batch_size is G * K rows; --prompt initialises the prompt.
@@ -102,7 +111,10 @@ def configurables() -> dict:
     _CONFIGURABLES = {
       "train": gin.external_configurable(loop.train, name="train", denylist=not_from_gin),
       "data": gin.external_configurable(
-        grouping.GroupedData, name="data", denylist=["examples", "instructions", "vocab", "model"]
+        grouping.GroupedData,
+        name="data",
+        # run_steps is train.num_steps, passed in, so that the two cannot disagree.
+        denylist=["examples", "instructions", "vocab", "model", "run_steps"],
       ),
       "losses": gin.external_configurable(objective.LossConfig, name="losses"),
       "optimizer": gin.external_configurable(state.build_optimizer, name="optimizer"),
@@ -280,6 +292,7 @@ def _train_locked(args, model_dir, pool, covered, examples) -> int:
   settings = _call("prompt")
   # Explicit flags become gin bindings, so that config.gin records what the run really used.
   flags = {"train.num_steps": args.num_steps, "train.seed": args.seed, "data.seed": args.seed}
+  flags["data.length_grouping"] = args.length_grouping
   # A model file's format (models/alpaca_7b.gin: PROMPT_FORMAT = 'alpaca') is the default.
   flags["data.prompt_format"] = args.prompt_format or gin_utils.model_prompt_format(
     "data.prompt_format"
@@ -296,7 +309,14 @@ def _train_locked(args, model_dir, pool, covered, examples) -> int:
       gin.bind_parameter(name, value)
   try:
     model = prompted.for_config(loaded.config)
-    data = _call("data", examples=examples, instructions=pool, vocab=loaded.vocab, model=model)
+    data = _call(
+      "data",
+      examples=examples,
+      instructions=pool,
+      vocab=loaded.vocab,
+      model=model,
+      run_steps=_gin_value("train.num_steps", None),
+    )
     # Before any rendering: a format the tokenizer cannot apply is named with its file:line.
     source = "--prompt_format" if args.prompt_format else "gin data.prompt_format, or the default"
     common.prompt_formats(pool, data.prompt_format, source, loaded.vocab)

@@ -132,7 +132,7 @@ class EvalSettings:
   fewshot_split: str | None = None
   fewshot_seed: int = 1234
   fewshot_separator: str = "\n\n"
-  shape_cost_slots: int = 4096
+  shape_cost_slots: int = batching.DEFAULT_SHAPE_COST_SLOTS
   compile_ahead: bool = True
 
 
@@ -152,7 +152,7 @@ def evaluate_settings(
   fewshot_split: str | None = None,
   fewshot_seed: int = 1234,
   fewshot_separator: str = "\n\n",
-  shape_cost_slots: int = 4096,
+  shape_cost_slots: int = batching.DEFAULT_SHAPE_COST_SLOTS,
   compile_ahead: bool = True,
 ) -> EvalSettings:
   """Validated `EvalSettings` (the CLI exposes this function to gin as `evaluate`).

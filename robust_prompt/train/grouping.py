@@ -14,7 +14,11 @@ With `length_grouping=N` (as Hugging Face's `group_by_length`), the groups of N 
 steps are sorted by their longest input and cut into N batches again, taken in a seeded random
 order, and each batch is padded only to the length bucket of its longest input
 (`batching.bucket_length`: 16, 24, 32, 48, 64, ...): less padding, for one compiled step per
-bucket. Batches are still a pure function of `(seed, step)`.
+bucket. Where a window's batches come in many buckets, some pad further to a longer bucket of
+the window (`batching.merged_lengths`): one more compiled step is worth `shape_cost_slots`
+padded token slots, shared by the windows of the run (a long run compiles its buckets once
+and keeps them all; a short one compiles fewer). Batches are still a pure function of
+`(seed, step)` and the configuration.
 """
 
 from __future__ import annotations
@@ -35,6 +39,12 @@ from robust_prompt.instructions.schema import PROMPT_FORMATS, Instruction
 _log = logging.getLogger(__name__)
 
 ANCHOR_CHOICES = ("observed", "first", "random")
+# With length grouping, what one more compiled train step is worth in padded input slots. Lower
+# than eval's (`batching.DEFAULT_SHAPE_COST_SLOTS`): a padded slot costs a forward and a backward
+# pass here. Measured with `benchmarks/train_throughput.py --length_grouped --shape_cost_slots`
+# (T5-small, 16 steps of 8 MMLU questions, 2-core AMD EPYC): 1024 and 2048 kept 4 of the 7
+# buckets (first pass 35 s against 42 s), 4096 kept 2 (37 s, warm 28% slower).
+TRAIN_SHAPE_COST_SLOTS = 2048
 
 
 class OverlapError(ValueError):
@@ -109,6 +119,11 @@ class GroupedData:
     length_grouping: 0 (default): every batch padded to `max_input_length`, one compiled step.
       N >= 1: windows of N steps' groups sorted by length, each batch padded to its length
       bucket (see the module docstring); e.g. 16.
+    shape_cost_slots: with length grouping, what one more compiled step is worth in padded
+      input token slots (rows x positions; `TRAIN_SHAPE_COST_SLOTS`); 0 keeps every bucket.
+    run_steps: the run's number of steps, over which a compilation is shared: a window of N
+      steps weighs a shape at `shape_cost_slots * min(1, N / run_steps)`. None: the run is one
+      window (e.g. a benchmark). `robust-prompt train` passes `train.num_steps`.
   """
 
   def __init__(
@@ -126,6 +141,8 @@ class GroupedData:
     model=None,
     prompt_format: str = "raw",
     length_grouping: int = 0,
+    shape_cost_slots: int = TRAIN_SHAPE_COST_SLOTS,
+    run_steps: int | None = None,
   ):
     if not examples:
       raise ValueError("no training examples: check --benchmark, --data_dir and --tasks")
@@ -137,6 +154,12 @@ class GroupedData:
       raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}; got {prompt_format!r}")
     if not isinstance(length_grouping, int) or length_grouping < 0:
       raise ValueError(f"length_grouping must be an integer >= 0, got {length_grouping!r}")
+    if not isinstance(shape_cost_slots, int) or shape_cost_slots < 0:
+      raise ValueError(f"shape_cost_slots must be an integer >= 0, got {shape_cost_slots!r}")
+    if run_steps is not None and (not isinstance(run_steps, int) or run_steps < 1):
+      raise ValueError(f"run_steps must be an integer >= 1 or None, got {run_steps!r}")
+    self.shape_cost_slots = shape_cost_slots
+    self.run_steps = run_steps
     self.prompt_format = prompt_format
     self.length_grouping = length_grouping
     self.examples = list(examples)
@@ -244,11 +267,27 @@ class GroupedData:
 
   def input_length(self, step: int) -> int:
     """`T` of step `step`'s batch: `max_input_length`, or with length grouping the bucket of
-    the batch's longest input (over all its rows: every process pads to the same length)."""
+    the batch's longest input (over all its rows: every process pads to the same length), or the
+    longer bucket of its window it merges into (`shape_cost_slots`)."""
     if not self.length_grouping:
       return self.shapes.max_input_length
-    longest = max(len(r[0]) for g in self.step_groups(step) for r in self.group_rows(g))
-    return batching.bucket_length(longest, self.shapes.max_input_length)
+    window, position = divmod(step, self.length_grouping)
+    return self._window_lengths(window)[position]
+
+  @functools.lru_cache(maxsize=4)  # noqa: B019 - as `_window`
+  def _window_lengths(self, window: int) -> list[int]:
+    """The input length of each batch of a window (`input_length`)."""
+    n = self.length_grouping
+    buckets = []
+    for groups in self._window(window):
+      longest = max(len(r[0]) for g in groups for r in self.group_rows(g))
+      buckets.append(batching.bucket_length(longest, self.shapes.max_input_length))
+    rows_at: dict[int, int] = {}
+    for length in buckets:
+      rows_at[length] = rows_at.get(length, 0) + self.batch_size
+    share = 1.0 if self.run_steps is None else min(1.0, n / self.run_steps)
+    chosen = batching.merged_lengths(rows_at, self.shape_cost_slots * share)
+    return [chosen[length] for length in buckets]
 
   @functools.lru_cache(maxsize=4)  # noqa: B019 - the current window and its neighbour
   def _window(self, window: int) -> list[list[int]]:
