@@ -234,5 +234,30 @@ def test_references_are_kept_one_per_cpu_kind():
   assert fingerprint["cpus"] >= 1 and fingerprint["jax"] == jax.__version__
 
 
+def test_cpu_fingerprint_names_the_processor_model():
+  """Two CPUs with the same SIMD flags but different models are different kinds (LLVM tunes
+  XLA's code for the microarchitecture): the fingerprint carries vendor, family and model."""
+  text = (
+    "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+    "model name\t: AMD EPYC 9R14\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f mmx\n\n"
+    "processor\t: 1\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 207\n"
+    "flags\t\t: fpu avx512_fp16\n"
+  )
+  model, flags = reproduce.parse_cpuinfo(text)
+  assert model == {"vendor": "AuthenticAMD", "family": "25", "model": "17"}
+  assert flags == {"fpu", "sse4_2", "avx", "avx2", "fma", "avx512f", "mmx"}
+  assert reproduce.parse_cpuinfo("processor : 0\nFeatures : fp asimd sve\n") == (
+    {"vendor": "", "family": "", "model": ""},
+    {"fp", "asimd", "sve"},
+  )
+  fingerprint = reproduce.cpu_fingerprint()
+  assert {"vendor", "family", "model"} <= set(fingerprint)
+  zen4 = dict(fingerprint, vendor="AuthenticAMD", family="25", model="17")
+  intel = dict(zen4, vendor="GenuineIntel", family="6", model="143")
+  refs = [{"cpu": intel, "steps": 5, "digest": "intel"}]
+  assert reproduce.matching_reference(refs, zen4, 5) is None
+  assert reproduce.matching_reference(refs, intel, 5)["digest"] == "intel"
+
+
 def _leaves(tree):
   return jax.tree.leaves(tree)

@@ -1,8 +1,9 @@
 """Reproducing the demo model's recipe on another machine: CPU fingerprints and prefix references.
 
-XLA compiles for the host CPU's instruction set (e.g. with or without AVX2 / AVX-512), and the
-vector width changes the order of float additions: the same recipe on the same jax gives
-bit-identical parameters only on CPUs of the same kind. `demo_build.json` therefore keeps a list of
+XLA compiles for the host CPU (its instruction set, e.g. with or without AVX2 / AVX-512, and the
+microarchitecture LLVM tunes for), and that changes the order of float additions: the same recipe
+on the same jax gives bit-identical parameters only on CPUs of the same kind (same processor
+model, features, CPU count). `demo_build.json` therefore keeps a list of
 *prefix references*, one per CPU kind it was run on: the digest of the parameters after the first
 `PREFIX_STEPS` steps, and per-parameter checksums (sum and L2 norm). On a CPU kind with a
 reference, a re-run must match its digest bit for bit; on another kind it must match the checksums
@@ -42,19 +43,43 @@ _SIMD_FLAGS = (
 )
 
 
-def cpu_fingerprint() -> dict:
-  """What decides XLA:CPU's float results here: architecture, SIMD features, CPU count, jax."""
+# The /proc/cpuinfo fields naming the processor model. The SIMD flags alone do not decide the
+# code XLA:CPU generates: LLVM also tunes it for the detected microarchitecture. Measured: an AMD
+# Zen 4 gave a different digest after the same 5 steps than the (unnamed) machine that recorded
+# the first reference with the same flags, while a Zen 4 and a Zen 5 agreed.
+_MODEL_FIELDS = {"vendor_id": "vendor", "cpu family": "family", "model": "model"}
+
+
+def parse_cpuinfo(text: str) -> tuple[dict[str, str], set[str]]:
+  """`({vendor, family, model}, flags)` of the first processor listed in `/proc/cpuinfo` text.
+
+  Fields absent (e.g. on ARM, which lists `Features` and `CPU part` instead) are "".
+  """
+  model = {name: "" for name in _MODEL_FIELDS.values()}
   flags: set[str] = set()
-  cpuinfo = pathlib.Path("/proc/cpuinfo")
-  if cpuinfo.is_file():
-    for line in cpuinfo.read_text(errors="replace").splitlines():
-      key, _, value = line.partition(":")
-      if key.strip() in ("flags", "Features"):
-        flags.update(value.split())
+  for line in text.splitlines():
+    key, _, value = line.partition(":")
+    key = key.strip()
+    if not key:  # the blank line after the first processor's block: all cores are of one kind
+      if flags:
         break
+    elif key in _MODEL_FIELDS and not model[_MODEL_FIELDS[key]]:
+      model[_MODEL_FIELDS[key]] = value.strip()
+    elif key in ("flags", "Features") and not flags:
+      flags.update(value.split())
+  return model, flags
+
+
+def cpu_fingerprint() -> dict:
+  """What decides XLA:CPU's float results here: architecture, processor model, SIMD features,
+  CPU count, jax."""
+  cpuinfo = pathlib.Path("/proc/cpuinfo")
+  text = cpuinfo.read_text(errors="replace") if cpuinfo.is_file() else ""
+  model, flags = parse_cpuinfo(text)
   cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   return {
     "machine": platform.machine(),
+    **model,
     "simd": sorted(flags.intersection(_SIMD_FLAGS)),
     "cpus": int(cpus or 1),
     "jax": jax.__version__,
