@@ -34,6 +34,9 @@ def _instruction_file(path):
     }
     for i in range(4)
   ]
+  # The worst one shows its input apart: the report must quote the whole template.
+  rows[3]["template"] = "Phrasing number 3: answer the question."
+  rows[3]["input_template"] = "{question}\n{options}"
   path.write_text("".join(json.dumps(r) + "\n" for r in rows))
   return path
 
@@ -55,7 +58,10 @@ def test_report_two_models(tmp_path, capsys):
   assert anatomy["gap"]["ci_method"] == "bootstrap_instructions_only"
   assert anatomy["consistency"]["observed"]["all_agree"] is None  # needs --results
   assert anatomy["worst"][0]["instruction_id"] == "inst_3"
-  assert anatomy["worst"][0]["text"].startswith("Phrasing number 3")
+  assert (
+    anatomy["worst"][0]["text"]
+    == "Phrasing number 3: answer the question.\n\n{question}\n{options}"
+  )
   assert s["macro"]["observed"]["mean"] == pytest.approx(0.65)
   assert doc["models"]["t0-3b"]["macro"]["unobserved"]["mean"] == pytest.approx(0.3)
   md = (out / "report.md").read_text()

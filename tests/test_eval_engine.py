@@ -238,6 +238,7 @@ def _check_files_agree(out: pathlib.Path, tasks, instructions):
     ]
     assert float(r["accuracy"]) == pytest.approx(np.mean(mine))
     assert int(r["n_examples"]) == len(tasks[r["task"]])
+    assert r["prompt_format"] == "raw"  # what the results rows say the model read
   summary = json.loads((out / "summary.json").read_text())
   assert sorted(summary["tasks"]) == sorted(tasks)
   for name, task in summary["tasks"].items():

@@ -86,8 +86,14 @@ def test_plots_many_tasks_and_instructions_are_capped():
 
 
 def test_per_instruction_csv_roundtrip(tmp_path):
-  tabs = tables.tables_from_results(_results(n_tasks=2))
+  results = _results(n_tasks=2)
+  for r in results:  # each instruction's prompt format, as the eval engine records it
+    r["prompt_format"] = "alpaca" if r["instruction_id"] == "i1" else "raw"
+  tabs = tables.tables_from_results(results)
   rows = tables.per_instruction_rows(tabs)
+  assert {(r["instruction_id"], r["prompt_format"]) for r in rows if r["task"] == "mmlu:t0"} == {
+    (f"i{i}", "alpaca" if i == 1 else "raw") for i in range(6)
+  }
   path = tmp_path / "per_instruction.csv"
   tables.write_per_instruction_csv(path, rows)
   assert path.read_text().splitlines()[0] == ",".join(tables.PER_INSTRUCTION_COLUMNS)
@@ -96,6 +102,11 @@ def test_per_instruction_csv_roundtrip(tmp_path):
   again = tables.tables_from_per_instruction(back)
   np.testing.assert_allclose(again[("m", "mmlu:t0")].accuracy, tabs[("m", "mmlu:t0")].accuracy)
   assert again[("m", "mmlu:t0")].correct is None
+  assert again[("m", "mmlu:t0")].prompt_formats == tabs[("m", "mmlu:t0")].prompt_formats
+  # A file written before the column existed still reads, its formats unknown ("").
+  old = tmp_path / "old.csv"
+  old.write_text("\n".join(line.rsplit(",", 1)[0] for line in path.read_text().splitlines()))
+  assert {r["prompt_format"] for r in tables.read_per_instruction_csv(old)} == {""}
 
 
 @pytest.mark.parametrize(
@@ -147,6 +158,7 @@ def test_per_instruction_csv_optional_columns_and_bom(tmp_path):
     source="",
     n_examples=-1,
     accuracy=0.5,
+    prompt_format="",
   )
 
 

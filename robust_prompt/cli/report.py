@@ -6,8 +6,8 @@ For accuracies produced elsewhere (another toolkit, a paper's table, an earlier 
       [--instructions tasks/instructions] [--results results.jsonl] \\
       [--macro unweighted|weighted] [--on_duplicate error|first|mean]
 
-The CSV has the columns model,task,instruction_id,split,source,n_examples,accuracy (source and
-n_examples optional; accuracy a fraction in [0, 1]). Several models give one report section each.
+The CSV has the columns model,task,instruction_id,split,source,n_examples,accuracy,prompt_format
+(source, n_examples and prompt_format optional; accuracy a fraction in [0, 1]). Several models give one report section each.
 Without `--results` the gap's interval resamples instructions only (`ci_method` says so);
 with it, tasks found in the results get the paired instruction+example bootstrap and the
 consistency metrics.
@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
     "--per_instruction",
     required=True,
-    help="CSV with columns model,task,instruction_id,split,source,n_examples,accuracy "
-    "(source, n_examples optional; accuracy in [0, 1]; split observed|unobserved)",
+    help="CSV with columns model,task,instruction_id,split,source,n_examples,accuracy,"
+    "prompt_format (source, n_examples, prompt_format optional; accuracy in [0, 1]; split "
+    "observed|unobserved)",
   )
   parser.add_argument("--output_dir", required=True, help="where the summary and report go")
   parser.add_argument(
@@ -86,7 +87,7 @@ def _instruction_texts(paths: list[str]) -> dict[str, str]:
   if not paths:
     return {}
   try:
-    return {i.id: i.template for i in load_instructions(paths)}
+    return {i.id: i.text for i in load_instructions(paths)}
   except InstructionError as e:
     raise UserError(f"--instructions: {e}") from e
 

@@ -300,7 +300,7 @@ def run_demo(
     [paths.instructions["observed"], paths.instructions["heldout"]]
   )
   chunks = engine.plan_chunks(_load_tasks(paths.eval_data), eval_instructions)
-  texts = {c.instruction.id: c.instruction.template for c in chunks}
+  texts = {c.instruction.id: c.instruction.text for c in chunks}
   phase("suite")
 
   def evaluate(stage: str, model_name: str, prompt: np.ndarray | None) -> list[dict]:

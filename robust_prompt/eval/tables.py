@@ -30,6 +30,7 @@ PER_INSTRUCTION_COLUMNS = (
   "source",
   "n_examples",
   "accuracy",
+  "prompt_format",  # last: files of before it still read, by name or by position
 )
 REQUIRED_CSV_COLUMNS = ("model", "task", "instruction_id", "split", "accuracy")
 ON_DUPLICATE_CHOICES = ("error", "first", "mean")
@@ -50,6 +51,8 @@ class TaskScores:
     correct: [I, E] float 1/0/NaN, or None when only accuracies are known.
     predictions: [I, E] int option index (or code of a generated string), -1 missing; or None.
     example_ids: [E] or None.
+    prompt_formats: [I] the format each instruction was read in ("raw", "alpaca", "chat"; ""
+      when not recorded), or None.
   """
 
   model: str
@@ -62,6 +65,7 @@ class TaskScores:
   correct: np.ndarray | None = None
   predictions: np.ndarray | None = None
   example_ids: tuple[str, ...] | None = None
+  prompt_formats: tuple[str, ...] | None = None
 
   def in_split(self, split: str) -> np.ndarray:
     """[I] bool: which instructions belong to `split`."""
@@ -109,8 +113,9 @@ def tables_from_results(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, st
       raise TableError(f"results row {n}: missing field {e.args[0]!r}") from None
     if split not in SPLITS:
       raise TableError(f"results row {n}: unknown split {split!r} (expected one of {SPLITS})")
-    g = groups.setdefault(key, {"inst": {}, "examples": {}, "cells": {}})
+    g = groups.setdefault(key, {"inst": {}, "examples": {}, "cells": {}, "formats": {}})
     prev = g["inst"].setdefault(iid, (split, str(row.get("source") or "")))
+    g["formats"].setdefault(iid, str(row.get("prompt_format") or ""))
     if prev[0] != split:
       raise TableError(f"results row {n}: instruction {iid!r} is both {prev[0]} and {split}")
     g["examples"].setdefault(ex, len(g["examples"]))
@@ -142,6 +147,7 @@ def tables_from_results(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, st
       correct=correct,
       predictions=preds,
       example_ids=tuple(g["examples"]),
+      prompt_formats=tuple(g["formats"][iid] for iid, _ in order),
     )
   return tables
 
@@ -166,6 +172,7 @@ def tables_from_per_instruction(
       sources=tuple(r.get("source") or "" for r in rs),
       accuracy=np.array([r["accuracy"] for r in rs], dtype=np.float64),
       n_examples=np.array([r.get("n_examples", -1) for r in rs], dtype=np.int64),
+      prompt_formats=tuple(r.get("prompt_format") or "" for r in rs),
     )
   return tables
 
@@ -181,10 +188,16 @@ def per_instruction_rows(tables: Mapping[tuple[str, str], TaskScores]) -> list[d
       source=source,
       n_examples=int(n),
       accuracy=float(acc),
+      prompt_format=fmt,
     )
     for t in tables.values()
-    for iid, split, source, n, acc in zip(
-      t.instruction_ids, t.splits, t.sources, t.n_examples, t.accuracy
+    for iid, split, source, n, acc, fmt in zip(
+      t.instruction_ids,
+      t.splits,
+      t.sources,
+      t.n_examples,
+      t.accuracy,
+      t.prompt_formats or ("",) * len(t.instruction_ids),
     )
   ]
 
@@ -206,7 +219,7 @@ def read_per_instruction_csv(
 ) -> list[dict[str, Any]]:
   """Reads and validates a per-instruction CSV (columns PER_INSTRUCTION_COLUMNS).
 
-  `source` and `n_examples` are optional. accuracy must be a fraction in [0, 1]; split one of
+  `source`, `n_examples` and `prompt_format` are optional. accuracy must be a fraction in [0, 1]; split one of
   SPLITS; n_examples, when given, a positive integer.
 
   Args:
@@ -234,7 +247,7 @@ def read_per_instruction_csv(
   if missing:
     raise TableError(
       f"{path}:1: missing column(s) {', '.join(missing)}; the header must contain "
-      f"{', '.join(REQUIRED_CSV_COLUMNS)} (optional: source, n_examples)"
+      f"{', '.join(REQUIRED_CSV_COLUMNS)} (optional: source, n_examples, prompt_format)"
     )
   reader.fieldnames = header
   rows: list[dict[str, Any]] = []
@@ -321,4 +334,5 @@ def _per_instruction_row(raw: Mapping[str | None, Any], header: list[str], where
     source=row.get("source", ""),
     n_examples=n_examples,
     accuracy=acc,
+    prompt_format=row.get("prompt_format", ""),
   )
