@@ -261,8 +261,8 @@ def build_torch_model(family: str, config, dtype, device: str, seed: int):
 def params_from_torch(family: str, config, torch_model) -> dict:
   """Our parameter tree from the PyTorch model's tensors, on the same device (DLPack).
 
-  The names come from the checkpoint loaders' own tables (`hf_names._layout`,
-  `hf_decoder._layout`): the loaders themselves read numpy arrays on the host, which at these
+  The names come from the checkpoint loaders' own tables (`hf_names.param_layout`,
+  `hf_decoder.param_layout`): the loaders themselves read numpy arrays on the host, which at these
   sizes would be a 6-16 GB round trip. Tensors that are not transposed are shared with PyTorch.
   """
   import jax
@@ -270,7 +270,7 @@ def params_from_torch(family: str, config, torch_model) -> dict:
 
   from robust_prompt.checkpoints import hf_decoder, hf_names
 
-  layout = hf_names._layout(config) if family == "t5" else hf_decoder._layout(config)
+  layout = hf_names.param_layout(config) if family == "t5" else hf_decoder.param_layout(config)
   state = torch_model.state_dict()  # tied tensors appear under each of their names
   dtype = jnp.dtype(config.param_dtype)
   tree: dict[str, Any] = {}

@@ -35,8 +35,13 @@ logger = logging.getLogger(__name__)
 # big host for little gain: an evaluation has a handful to a few dozen shapes.
 MAX_THREADS = 4
 
+# Keys of finished compilations are remembered (a key is not compiled twice), but only this many:
+# a key holds its jitted step, and so that step's compiled programs, alive; a long-lived process
+# (a notebook evaluating model after model) would otherwise keep every program it ever ran.
+MAX_FINISHED = 256
+
 _lock = threading.Lock()
-_futures: dict[Hashable, Future] = {}
+_futures: dict[Hashable, Future] = {}  # in submission order (oldest first)
 _executor: ThreadPoolExecutor | None = None
 _threads: int | None = None  # set_num_threads; None: one per core, at most MAX_THREADS
 
@@ -86,6 +91,14 @@ def submit(
     if key in _futures:
       return
     _futures[key] = _pool().submit(_compile, lower, context)
+    _forget_finished(MAX_FINISHED)
+
+
+def _forget_finished(keep: int) -> None:
+  """Drops the oldest finished entries beyond `keep` of them (called with `_lock` held)."""
+  finished = [k for k, f in _futures.items() if f.done()]
+  for k in finished[: max(0, len(finished) - keep)]:
+    del _futures[k]
 
 
 def _compile(lower, context) -> None:

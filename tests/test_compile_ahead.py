@@ -1,6 +1,7 @@
 """Fewer, earlier compilations: lengths merged by cost, shapes compiled ahead in threads."""
 
 import contextlib
+import functools
 import itertools
 
 import jax
@@ -104,6 +105,26 @@ def test_a_failed_background_compile_is_left_to_the_call():
   compile_ahead.wait(key)
   assert calls == [1]  # forgotten after the failure, so it could be submitted again
   compile_ahead.wait(("never", "submitted"))  # returns at once
+
+
+def test_finished_keys_are_remembered_up_to_a_bound(monkeypatch):
+  """A key holds its jitted step (and its compiled programs) alive: only the newest
+  MAX_FINISHED finished ones are kept, the older ones would be lowered again."""
+  monkeypatch.setattr(compile_ahead, "MAX_FINISHED", 2)
+  lowered = []
+
+  def lower(n):
+    lowered.append(n)
+    return jax.jit(jnp.sin).lower(jnp.ones((n,), jnp.float32))
+
+  for n in (1, 2, 3, 4, 5):  # each submission forgets all but the 2 newest finished ones
+    compile_ahead.submit(("bounded", n), functools.partial(lower, n))
+    compile_ahead.wait(("bounded", n))
+  assert [k[1] for k in compile_ahead._futures if k[0] == "bounded"] == [3, 4, 5]
+  for n in (3, 4, 5, 1):  # 3, 4 and 5 remembered; 1 forgotten, so lowered again
+    compile_ahead.submit(("bounded", n), functools.partial(lower, n))
+    compile_ahead.wait(("bounded", n))
+  assert lowered == [1, 2, 3, 4, 5, 1]
 
 
 # -- the engine -----------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def is_decoder_dir(model_dir: str | os.PathLike) -> bool:
   return read_config_dict(model_dir).get("model_type") in MODEL_TYPES
 
 
-def _layout(config: DecoderConfig) -> Iterator[LayoutEntry]:
+def param_layout(config: DecoderConfig) -> Iterator[LayoutEntry]:
   """Yields (hf_name, tree_path, transpose, tree_shape) for every parameter of the tree."""
   h, v, f = config.d_model, config.vocab_size, config.d_ff
   q_width = config.num_heads * config.head_dim
@@ -95,7 +95,7 @@ def hf_state_dict_to_tree(
   used: set[str] = set()
   missing: list[str] = []
   wrong: list[str] = []
-  for hf_name, path, transpose, shape in _layout(config):
+  for hf_name, path, transpose, shape in param_layout(config):
     if hf_name not in sd:
       expected = tuple(reversed(shape)) if transpose else shape
       hint = ""
@@ -142,7 +142,7 @@ def tree_to_hf_state_dict(tree: Mapping[str, Any], config: DecoderConfig) -> dic
   if "params" in tree and "token_embedder" not in tree:
     tree = tree["params"]
   sd: dict[str, np.ndarray] = {}
-  for hf_name, path, transpose, shape in _layout(config):
+  for hf_name, path, transpose, shape in param_layout(config):
     node: Any = tree
     for key in path:
       if not isinstance(node, Mapping) or key not in node:

@@ -30,7 +30,7 @@ def norm_scale(hf_name: str, path: tuple[str, ...], width: int) -> LayoutEntry:
   return f"{hf_name}.weight", (*path, "scale"), False, (width,)
 
 
-def _layout(config: T5Config) -> Iterator[LayoutEntry]:
+def param_layout(config: T5Config) -> Iterator[LayoutEntry]:
   """Yields (hf_name, tree_path, transpose, tree_shape) for every parameter of the tree."""
   h, n, d, f, v = config.d_model, config.num_heads, config.head_dim, config.d_ff, config.vocab_size
   nb = config.relative_attention_num_buckets
@@ -126,7 +126,7 @@ def hf_state_dict_to_tree(
   used: set[str] = set()
   missing: list[str] = []
   wrong: list[str] = []
-  for hf_name, path, transpose, shape in _layout(config):
+  for hf_name, path, transpose, shape in param_layout(config):
     if hf_name not in sd and hf_name == "lm_head.weight" and "shared.weight" in sd:
       # transformers >= 5 ties lm_head to shared (and saves only shared) unless the checkpoint
       # holds a distinct lm_head; the untied layout then starts from the shared embedding.
@@ -189,7 +189,7 @@ def tree_to_hf_state_dict(
   if "params" in tree and "token_embedder" not in tree:
     tree = tree["params"]
   sd: dict[str, np.ndarray] = {}
-  for hf_name, path, transpose, shape in _layout(config):
+  for hf_name, path, transpose, shape in param_layout(config):
     arr = np.asarray(_get(tree, path))
     if tuple(arr.shape) != tuple(shape):
       raise CheckpointMismatchError(
