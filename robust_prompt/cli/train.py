@@ -274,8 +274,9 @@ def _check_pool(model_dir, pool) -> None:
 
 def _train_locked(args, model_dir, pool, covered, examples) -> int:
   import gin
+  import jax
 
-  from robust_prompt import multihost
+  from robust_prompt import host_memory, multihost
   from robust_prompt.eval import resume
   from robust_prompt.instructions.io import write_instructions
   from robust_prompt.instructions.schema import InstructionError
@@ -332,6 +333,8 @@ def _train_locked(args, model_dir, pool, covered, examples) -> int:
     f"(G={data.G} x K={data.K}) -> {model_dir}",
     file=sys.stderr,
   )
+  if multihost.is_main_process():
+    host_memory.print_thp_hint(jax.default_backend())
   try:
     result = _call(
       "train",
