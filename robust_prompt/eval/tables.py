@@ -30,7 +30,7 @@ PER_INSTRUCTION_COLUMNS = (
   "source",
   "n_examples",
   "accuracy",
-  "prompt_format",  # last: files of before it still read, by name or by position
+  "prompt_format",  # last, so that older files (without it) read the same by name or position
 )
 REQUIRED_CSV_COLUMNS = ("model", "task", "instruction_id", "split", "accuracy")
 ON_DUPLICATE_CHOICES = ("error", "first", "mean")
