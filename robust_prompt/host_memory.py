@@ -13,14 +13,14 @@ the common default mode `madvise` it gets none; only the machine's owner can cha
 from __future__ import annotations
 
 import pathlib
-import sys
 
 THP_ENABLED = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
-def thp_mode(path: pathlib.Path = THP_ENABLED) -> str | None:
-  """The bracketed mode of `path` ("always", "madvise", "never"), or None where there is none
-  (not Linux, no THP support, unreadable)."""
+def thp_mode(path: pathlib.Path | None = None) -> str | None:
+  """The bracketed mode of `path` (default `THP_ENABLED`: "always", "madvise", "never"), or None
+  where there is none (not Linux, no THP support, unreadable)."""
+  path = THP_ENABLED if path is None else path
   try:
     text = path.read_text()
   except OSError:
@@ -29,8 +29,9 @@ def thp_mode(path: pathlib.Path = THP_ENABLED) -> str | None:
   return text[start + 1 : end] if 0 <= start < end else None
 
 
-def thp_hint(platform: str, path: pathlib.Path = THP_ENABLED) -> str | None:
+def thp_hint(platform: str, path: pathlib.Path | None = None) -> str | None:
   """A one-line hint for a CPU run where huge pages are not used by default, else None."""
+  path = THP_ENABLED if path is None else path
   mode = thp_mode(path)
   if platform != "cpu" or mode not in ("madvise", "never"):
     return None
@@ -39,10 +40,3 @@ def thp_hint(platform: str, path: pathlib.Path = THP_ENABLED) -> str | None:
     "step's temporaries in 4 KB pages, which cost up to ~15% of a step. With 'always' (echo "
     f"always | sudo tee {path}) steps ran 1.1-1.4x faster on a 2-core CPU (host_memory.py)"
   )
-
-
-def print_thp_hint(platform: str) -> None:
-  """Prints `thp_hint` to stderr when there is one."""
-  hint = thp_hint(platform)
-  if hint:
-    print(hint, file=sys.stderr)

@@ -333,8 +333,9 @@ def _train_locked(args, model_dir, pool, covered, examples) -> int:
     f"(G={data.G} x K={data.K}) -> {model_dir}",
     file=sys.stderr,
   )
-  if multihost.is_main_process():
-    host_memory.print_thp_hint(jax.default_backend())
+  hint = host_memory.thp_hint(jax.default_backend())
+  if hint and multihost.is_main_process():
+    print(hint, file=sys.stderr)
   try:
     result = _call(
       "train",
