@@ -93,6 +93,16 @@ def test_report_bad_rows_exit_1_with_file_line(tmp_path, capsys, row, message):
   assert not (tmp_path / "o" / "summary.json").exists()
 
 
+def test_report_unknown_prompt_format_names_its_line(tmp_path, capsys):
+  csv = tmp_path / "in.csv"
+  header = HEADER.strip() + ",prompt_format\n"
+  csv.write_text(header + "m,t,i0,observed,human,40,0.5,alpaca\nm,t,i1,unobserved,,,0.4,alpacca\n")
+  assert main(["report", "--per_instruction", str(csv), "--output_dir", str(tmp_path / "o")]) == 1
+  err = capsys.readouterr().err
+  assert "in.csv:3: unknown prompt_format 'alpacca'; use one of raw, alpaca, chat" in err
+  assert not (tmp_path / "o" / "summary.json").exists()
+
+
 def test_report_missing_column_and_missing_file(tmp_path, capsys):
   csv = tmp_path / "in.csv"
   csv.write_text("model,task,split,accuracy\nm,t,observed,0.5\n")

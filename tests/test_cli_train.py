@@ -142,10 +142,18 @@ def test_length_grouping_flag(tiny_hf_dir, mmlu_dir, instructions, tmp_path, cap
     return original(self, step)
 
   monkeypatch.setattr(grouping.GroupedData, "input_length", input_length)
+  # A CPU host without huge pages by default: train says what they would save (host_memory.py).
+  from robust_prompt import host_memory
+
+  thp = tmp_path / "thp_enabled"
+  thp.write_text("always [madvise] never\n")
+  monkeypatch.setattr(host_memory, "THP_ENABLED", thp)
   model_dir = tmp_path / "grouped"
   argv = _argv(tiny_hf_dir, mmlu_dir, *instructions, model_dir, "--gin_file", "test/train_tiny.gin")
   assert main([*argv, "--num_steps", "2", "--length_grouping", "2"]) == 0
-  assert "trained to step 2" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "trained to step 2" in err
+  assert f"transparent huge pages are 'madvise' here ({thp})" in err
   assert "data.length_grouping = 2" in (model_dir / "config.gin").read_text()
   assert seen and set(seen) == {(2, 2, grouping.TRAIN_SHAPE_COST_SLOTS)}
   with pytest.raises(SystemExit):

@@ -20,7 +20,7 @@ import numpy as np
 
 from robust_prompt import io_utils, text_files
 from robust_prompt.eval import checks
-from robust_prompt.instructions.schema import SPLITS
+from robust_prompt.instructions.schema import PROMPT_FORMATS, SPLITS
 
 PER_INSTRUCTION_COLUMNS = (
   "model",
@@ -326,6 +326,12 @@ def _per_instruction_row(raw: Mapping[str | None, Any], header: list[str], where
         f"{where}: n_examples {n_examples} must be a positive integer (the examples the "
         "accuracy was measured on); leave it empty when unknown"
       )
+  prompt_format = row.get("prompt_format", "")
+  if prompt_format and prompt_format not in PROMPT_FORMATS:
+    raise TableError(
+      f"{where}: unknown prompt_format {prompt_format!r}; use one of "
+      f"{', '.join(PROMPT_FORMATS)}, or leave it empty when unknown"
+    )
   return dict(
     model=row["model"],
     task=row["task"],
@@ -334,5 +340,5 @@ def _per_instruction_row(raw: Mapping[str | None, Any], header: list[str], where
     source=row.get("source", ""),
     n_examples=n_examples,
     accuracy=acc,
-    prompt_format=row.get("prompt_format", ""),
+    prompt_format=prompt_format,
   )
