@@ -62,8 +62,10 @@ from benchmarks.common import (  # noqa: E402
   VOCAB_SIZE,
   CompileCounter,
   cpu_threads,
+  host_note,
   matmul_peak_gflops,
   pair_flops,
+  restart_as_robust_prompt_does,
 )
 
 MMLU_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mmlu"
@@ -441,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
   else:
     arch = f"{size} (random weights, {num_parameters(hf_model) / 1e6:.1f}M parameters)"
-  print(f"model: {arch}, {threads} CPU threads, batch {args.batch_size}")
+  print(f"model: {arch}, {threads} CPU threads, {host_note()}, batch {args.batch_size}")
   print(
     f"work: {pairs} (question x instruction) pairs, {len(requests)} (pair, option) requests, "
     f"{np.mean(lengths):.0f} tokens per request on average (max {max(lengths)})"
@@ -487,4 +489,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+  restart_as_robust_prompt_does()
   sys.exit(main())

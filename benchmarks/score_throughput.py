@@ -29,7 +29,15 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import HF_SIZES, SPIECE, VOCAB_SIZE, cpu_threads, mmlu_questions  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+  HF_SIZES,
+  SPIECE,
+  VOCAB_SIZE,
+  cpu_threads,
+  host_note,
+  mmlu_questions,
+  restart_as_robust_prompt_does,
+)
 
 
 def make_hf_model(out_dir: pathlib.Path, size: str, seed: int):
@@ -154,7 +162,7 @@ def main() -> None:
   tgt_tokens = [len(t) for ts in target_ids for t in ts]
   print(
     f"{args.size} (random weights, {args.dtype}), {n} MMLU questions x 4 options, batch "
-    f"{args.batch_size} questions, {threads} CPU threads; jax {jax.__version__}, torch "
+    f"{args.batch_size} questions, {threads} CPU threads, {host_note()}; jax {jax.__version__}, torch "
     f"{torch.__version__}\n  input tokens: mean {statistics.mean(in_tokens):.0f}, max "
     f"{max(in_tokens)}; target tokens: mean {statistics.mean(tgt_tokens):.1f}, max {max(tgt_tokens)}",
     flush=True,
@@ -226,4 +234,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+  restart_as_robust_prompt_does()
   main()

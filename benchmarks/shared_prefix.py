@@ -226,4 +226,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+  common.restart_as_robust_prompt_does()
   main()

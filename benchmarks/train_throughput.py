@@ -48,8 +48,10 @@ from benchmarks.common import (  # noqa: E402
   HF_SIZES,
   SPIECE,
   cpu_threads,
+  host_note,
   matmul_peak_gflops,
   mmlu_questions,
+  restart_as_robust_prompt_does,
 )
 from benchmarks.eval_throughput import DECODER_SIZES, make_hf_decoder  # noqa: E402
 from benchmarks.score_throughput import make_hf_model  # noqa: E402
@@ -475,7 +477,7 @@ def main_grouped(args, threads: int) -> int:
     f"{size} (random weights), length-grouped setting: {args.steps} steps of "
     f"{args.batch_size} MMLU questions (the same {args.steps * args.batch_size} examples on "
     f"both sides; inputs up to {args.grouped_max_input_length} tokens), prompt "
-    f"{args.prompt_length} vectors, {threads} CPU threads"
+    f"{args.prompt_length} vectors, {threads} CPU threads, {host_note()}"
   )
   print(
     f"  ours: GroupedData(length_grouping={args.steps}): {len(buckets)} length buckets "
@@ -532,10 +534,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.length_grouped:
     if args.family != "t5":
       parser.error("--length_grouped is the t5 setting")
+    threads = cpu_threads()
     import torch
 
-    torch.set_num_threads(cpu_threads())
-    return main_grouped(args, cpu_threads())
+    torch.set_num_threads(threads)
+    return main_grouped(args, threads)
   size = args.size or DEFAULT_SIZE[args.family]
   if (size in DECODER_SIZES) != (args.family == "decoder"):
     parser.error(f"--size {size} is not a {args.family} architecture")
@@ -587,6 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     f"parameters), batch {args.batch_size} x input {args.max_input_length} / "
     f"target {args.max_target_length} tokens ({real_in:.0%} of input slots real), prompt "
     f"{args.prompt_length} vectors ({trainable} trainable values), {threads} CPU threads, "
+    f"{host_note()}, "
     f"{args.steps} timed steps"
   )
   print(
@@ -622,4 +626,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+  restart_as_robust_prompt_does()
   sys.exit(main())

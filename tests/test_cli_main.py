@@ -1,6 +1,7 @@
 """The `robust-prompt` dispatcher (robust_prompt/cli/main.py): sub-commands, gin flags, errors."""
 
 import argparse
+import sys
 import types
 
 import pytest
@@ -70,6 +71,27 @@ def test_gin_flags_rejected_by_other_commands(fake_commands, capsys):
   assert "takes no --gin.NAME=value flags" in capsys.readouterr().err
   with pytest.raises(SystemExit):
     cli_main.main(["tasks", "--gin_file", "a.gin"])  # not an option of a non-gin command
+
+
+def test_the_executable_restarts_with_huge_pages_for_model_commands_only(monkeypatch, capsys):
+  from robust_prompt import host_memory
+
+  restarts = []
+  monkeypatch.setattr(host_memory, "reexec_with_huge_pages", lambda: restarts.append(1))
+  monkeypatch.setattr(cli_main, "main", lambda: 0)
+  for command, expected in [("tasks", []), ("report", []), ("eval", [1]), ("train", [1, 1])]:
+    monkeypatch.setattr(sys, "argv", ["robust-prompt", command])
+    assert cli_main.console_main() == 0
+    assert restarts == expected, command
+
+
+def test_a_bad_allocator_setting_is_refused_before_the_command_runs(monkeypatch, capsys):
+  monkeypatch.setattr(cli_main, "main", lambda: pytest.fail("ran the command"))
+  monkeypatch.setattr(sys, "argv", ["robust-prompt", "score"])
+  monkeypatch.setenv("ROBUST_PROMPT_MALLOC", "tcmalloc")
+  assert cli_main.console_main() == 1
+  err = capsys.readouterr().err
+  assert "robust-prompt score: error: $ROBUST_PROMPT_MALLOC='tcmalloc': expected" in err
 
 
 def test_user_error_exits_1_without_traceback(fake_commands, capsys):

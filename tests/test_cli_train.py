@@ -142,12 +142,15 @@ def test_length_grouping_flag(tiny_hf_dir, mmlu_dir, instructions, tmp_path, cap
     return original(self, step)
 
   monkeypatch.setattr(grouping.GroupedData, "input_length", input_length)
-  # A CPU host without huge pages by default: train says what they would save (host_memory.py).
+  # A CPU host without huge pages by default, and the executable's restart turned off: train
+  # says what they would save (host_memory.py).
   from robust_prompt import host_memory
 
   thp = tmp_path / "thp_enabled"
   thp.write_text("always [madvise] never\n")
   monkeypatch.setattr(host_memory, "THP_ENABLED", thp)
+  monkeypatch.setenv("ROBUST_PROMPT_MALLOC", "system")
+  monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
   model_dir = tmp_path / "grouped"
   argv = _argv(tiny_hf_dir, mmlu_dir, *instructions, model_dir, "--gin_file", "test/train_tiny.gin")
   assert main([*argv, "--num_steps", "2", "--length_grouping", "2"]) == 0

@@ -255,11 +255,22 @@ INTERRUPTED_CODES = (130, 143)
 def console_main() -> int:
   """The `robust-prompt` executable: `main`, and an interrupted run exits without teardown.
 
+  A command that runs a model first restarts itself, where that helps, so that glibc backs
+  XLA:CPU's temporaries with huge pages (`host_memory.reexec_with_huge_pages`).
+
   Ctrl-C or SIGTERM during an XLA compilation leaves compiler threads running; the interpreter's
   normal shutdown could then crash (a segfault, or a re-raised SIGINT) after the one-line
   message. Everything a rerun resumes from is already on disk when `main` returns (results and
   checkpoints are written atomically, in `finally` blocks), so the process ends right there.
   """
+  if len(sys.argv) > 1 and sys.argv[1] in DISTRIBUTED_COMMANDS:
+    from robust_prompt import host_memory
+
+    try:  # first: it restarts the program with huge pages for XLA:CPU's temporaries
+      host_memory.reexec_with_huge_pages()
+    except ValueError as e:
+      print(f"robust-prompt {sys.argv[1]}: error: {e}", file=sys.stderr)
+      return 1
   code = main()
   if code in INTERRUPTED_CODES:
     import os
