@@ -11,10 +11,10 @@ only when its owner asks. glibc asks for every region it maps or grows when star
 `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (glibc 2.35 and later), and a tunable is read once, at
 start-up. So `robust-prompt` restarts itself with it (`reexec_with_huge_pages`, the first thing
 the executable does; same process id, arguments and streams). Measured there, alternating
-processes (benchmarks/README.md, eighth session): faults per 10 train steps 776,000 -> 2,300-8,000,
-the step 1.17x faster (2.29 against 1.95 steps/s, 9 passes each), the demo 0.90x the wall time,
-eval and score within noise of before; peak memory the same. `ROBUST_PROMPT_MALLOC=system` turns
-it off.
+processes (benchmarks/README.md, eighth session): faults per 10 train steps 776,000 ->
+2,300-8,000, the step 1.17x faster (2.29 against 1.95 steps/s, 9 passes each), the demo 0.90x the
+wall time, eval and score within noise of before, peak memory within 3%.
+`ROBUST_PROMPT_MALLOC=system` turns it off.
 
 Tried and not kept: every thread on glibc's main arena with freed memory kept (`mallopt`
 M_ARENA_MAX 1, M_MMAP_MAX 0, M_TRIM_THRESHOLD -1, which needs no restart) ended the faults and
@@ -135,7 +135,7 @@ def thp_hint(platform_name: str, path: pathlib.Path | None = None) -> str | None
     return None
   if mode == "madvise" and huge_pages_asked():
     return None
-  if mode == "madvise" and _choice(os.environ) == "system":
+  if mode == "madvise" and os.environ.get(ENV_VAR, "").strip().lower() == "system":
     fix = f"unset ${ENV_VAR}, or set them to 'always'"
   else:  # 'never', or a C library that cannot ask (not glibc 2.35+)
     fix = "set them to 'always'"
