@@ -76,24 +76,19 @@ def cpu_threads() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def restart_as_robust_prompt_does() -> None:
-  """Restarts the benchmark with glibc asking for huge pages, as the `robust-prompt` executable
-  restarts itself, where that helps (`host_memory.reexec_with_huge_pages`;
-  `ROBUST_PROMPT_MALLOC=system` turns it off). Both sides of a benchmark run in this one process,
-  so both get it. Called from a script's `__main__` block only (never under a test runner).
+def host_note() -> str:
+  """Whether glibc asks for huge pages in this process, for a benchmark's header line.
+
+  The scripts restart themselves first (`host_memory.reexec_with_huge_pages`, from their
+  `__main__` block only, never under a test runner), as the `robust-prompt` executable does: both
+  sides of a benchmark run in this one process, so both get it.
   """
   from robust_prompt import host_memory
 
-  host_memory.reexec_with_huge_pages()
-
-
-def host_note() -> str:
-  """Whether glibc asks for huge pages in this process, for a benchmark's header line."""
-  from robust_prompt import host_memory
-
+  mode = host_memory.thp_mode()
   if host_memory.huge_pages_asked():
-    return f"huge pages asked ({host_memory.HUGETLB}=1, THP {host_memory.thp_mode()})"
-  return f"the C library's default malloc (THP {host_memory.thp_mode()})"
+    return f"huge pages asked ({host_memory.HUGETLB}=1, THP {mode})"
+  return f"the C library's default malloc (THP {mode})"
 
 
 def mmlu_questions(

@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import HF_SIZES, cpu_threads, restart_as_robust_prompt_does  # noqa: E402
+from benchmarks.common import HF_SIZES, cpu_threads  # noqa: E402
 from benchmarks.score_throughput import make_hf_model  # noqa: E402
 
 
@@ -74,5 +74,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  restart_as_robust_prompt_does()
+  from robust_prompt import host_memory
+
+  host_memory.reexec_with_huge_pages()
   sys.exit(main())

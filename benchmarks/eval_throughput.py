@@ -65,7 +65,6 @@ from benchmarks.common import (  # noqa: E402
   host_note,
   matmul_peak_gflops,
   pair_flops,
-  restart_as_robust_prompt_does,
 )
 
 MMLU_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mmlu"
@@ -489,5 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  restart_as_robust_prompt_does()
+  from robust_prompt import host_memory
+
+  host_memory.reexec_with_huge_pages()
   sys.exit(main())

@@ -36,7 +36,6 @@ from benchmarks.common import (  # noqa: E402
   cpu_threads,
   host_note,
   mmlu_questions,
-  restart_as_robust_prompt_does,
 )
 
 
@@ -234,5 +233,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  restart_as_robust_prompt_does()
+  from robust_prompt import host_memory
+
+  host_memory.reexec_with_huge_pages()
   main()

@@ -226,5 +226,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  common.restart_as_robust_prompt_does()
+  from robust_prompt import host_memory
+
+  host_memory.reexec_with_huge_pages()
   main()

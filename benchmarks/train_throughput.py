@@ -51,7 +51,6 @@ from benchmarks.common import (  # noqa: E402
   host_note,
   matmul_peak_gflops,
   mmlu_questions,
-  restart_as_robust_prompt_does,
 )
 from benchmarks.eval_throughput import DECODER_SIZES, make_hf_decoder  # noqa: E402
 from benchmarks.score_throughput import make_hf_model  # noqa: E402
@@ -626,5 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  restart_as_robust_prompt_does()
+  from robust_prompt import host_memory
+
+  host_memory.reexec_with_huge_pages()
   sys.exit(main())

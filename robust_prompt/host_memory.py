@@ -90,9 +90,9 @@ def huge_page_environment(
   version = _glibc_version(libc)
   if version is None or version < _MIN_GLIBC:
     return None
-  tunables = environ.get(TUNABLES_VAR, "")
-  if any(item.split("=")[0] == HUGETLB for item in tunables.split(":")):
+  if _hugetlb_setting(environ) is not None:
     return None  # already set, by us before the restart or by the user: theirs wins
+  tunables = environ.get(TUNABLES_VAR, "")
   env = dict(environ)
   env[TUNABLES_VAR] = f"{tunables}:{HUGETLB}=1" if tunables else f"{HUGETLB}=1"
   return env
@@ -120,11 +120,18 @@ def reexec_with_huge_pages() -> None:
     return  # the interpreter cannot be started again (removed, say): run as we are
 
 
+def _hugetlb_setting(environ: Mapping[str, str]) -> str | None:
+  """The value `GLIBC_TUNABLES` gives `glibc.malloc.hugetlb`, or None where it gives none."""
+  for item in environ.get(TUNABLES_VAR, "").split(":"):
+    name, _, value = item.partition("=")
+    if name == HUGETLB:
+      return value
+  return None
+
+
 def huge_pages_asked(environ: Mapping[str, str] | None = None) -> bool:
   """Whether this process's glibc was started asking for huge pages (`GLIBC_TUNABLES`)."""
-  environ = os.environ if environ is None else environ
-  items = environ.get(TUNABLES_VAR, "").split(":")
-  return any(item.split("=")[0] == HUGETLB and item.split("=")[-1] in ("1", "2") for item in items)
+  return _hugetlb_setting(os.environ if environ is None else environ) in ("1", "2")
 
 
 def thp_hint(platform_name: str, path: pathlib.Path | None = None) -> str | None:
